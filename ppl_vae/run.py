@@ -1,0 +1,236 @@
+"""A training run on disk: ``config.json``, ``checkpoint.pt`` and ``metrics.json``.
+
+:func:`train_run` is what ``ppl-vae train`` does; :func:`evaluate_run` is ``ppl-vae
+evaluate``. The config records everything needed to rebuild model and guide, so a run
+directory is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.optim
+import torch
+
+from ppl_vae.atomic import write_json
+from ppl_vae.build import ModelSpec, build_vae
+from ppl_vae.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.errors import CheckpointError, ConfigError
+from ppl_vae.estimators import log_likelihood
+from ppl_vae.importance import DEFAULT_CHUNK_SIZE
+from ppl_vae.training import fit
+from ppl_vae.validation import validate_data
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "RunConfig",
+    "evaluate_run",
+    "load_run",
+    "model_spec_for",
+    "train_run",
+]
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+RUN_FORMAT = "ppl_vae.run"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one run; ``model`` is filled in from the data by :func:`model_spec_for`."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    likelihood: str | None = None  # None: the dataset's default likelihood
+    likelihood_options: dict[str, Any] = field(default_factory=dict)
+    prior: str = "normal"
+    latent_dim: int = 8
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    guide: str = "normal"
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    num_samples: int = 1000
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    model: ModelSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = None if self.model is None else self.model.to_dict()
+        return {"format": RUN_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run config must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        if data.pop("format", None) != RUN_FORMAT:
+            raise ConfigError("not a ppl_vae run config (missing 'format': 'ppl_vae.run')")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown run settings {unknown}")
+        if data.get("model") is not None:
+            data["model"] = ModelSpec.from_dict(data["model"])
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+
+def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
+    """Data-aware model settings: the dataset's default likelihood when none is named, a
+    Binomial's ``total_count`` from the data's maximum, and the encoder's input scale."""
+    likelihood = config.likelihood or dataset.default_likelihood
+    options = dict(config.likelihood_options)
+    if likelihood == "binomial" and "total_count" not in options:
+        if dataset.max_value is None:
+            raise ConfigError(
+                f"dataset {dataset.name!r} has no known maximum; give --total-count for the "
+                "binomial likelihood"
+            )
+        options["total_count"] = int(dataset.max_value)
+    return ModelSpec(
+        data_shape=tuple(dataset.data_shape),
+        likelihood=likelihood,
+        likelihood_options=options,
+        prior=config.prior,
+        latent_dim=config.latent_dim,
+        hidden=tuple(config.hidden),
+        activation=config.activation,
+        guide=config.guide,
+        input_scale=1.0 / dataset.max_value if dataset.max_value else 1.0,
+    )
+
+
+def _load_data(config: RunConfig) -> Dataset:
+    return load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+
+
+def _evaluate(model, guide, x: torch.Tensor, num_samples: int, seed: int, chunk_size: int):
+    estimate = log_likelihood(
+        model, guide, x, num_samples=num_samples, seed=seed, chunk_size=chunk_size
+    )
+    return estimate.summary()
+
+
+def train_run(
+    config: RunConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+) -> dict[str, Any]:
+    """Train, checkpoint after every epoch, evaluate on the test split; returns the metrics
+    also written to ``out_dir/metrics.json``."""
+    out = Path(out_dir)
+    if config.epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
+    dataset = _load_data(config)
+    config = replace(config, model=model_spec_for(config, dataset))
+    pyro.clear_param_store()
+    torch.manual_seed(config.seed)
+    model, guide = build_vae(config.model)
+    for split in ("train", "valid", "test"):  # fail before anything is written
+        validate_data(dataset.split(split), model, name=f"{dataset.name} {split} data")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, config.to_dict())
+
+    def checkpoint(record, optimizer) -> None:
+        save_checkpoint(
+            out / CHECKPOINT, model=model, guide=guide, optimizer=optimizer, epoch=record.epoch
+        )
+
+    result = fit(
+        model,
+        guide,
+        dataset.train,
+        valid_data=dataset.valid,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        progress=progress,
+        on_epoch_end=checkpoint,
+    )
+    if config.epochs == 0:  # still leave a loadable (untrained) run behind
+        save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
+    test = _evaluate(model, guide, dataset.test, config.num_samples, config.seed, config.chunk_size)
+    metrics = {"dataset": dataset.name, "training": result.as_dict(), "test": test}
+    write_json(out / METRICS, metrics)
+    return metrics
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunConfig, Any, Any, dict[str, Any]]:
+    """Rebuild ``(config, model, guide, checkpoint)`` from a run directory."""
+    run = Path(run_dir)
+    config_path = run / CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{run} is not a run directory (no {CONFIG}); pass the --out directory of a "
+            "`ppl-vae train` run"
+        )
+    try:
+        config = RunConfig.from_dict(json.loads(config_path.read_text()))
+    except (ValueError, TypeError) as error:  # JSONDecodeError and ConfigError included
+        raise CheckpointError(f"{config_path} is corrupt: {error}") from None
+    if config.model is None:
+        raise CheckpointError(f"{config_path} lacks the model settings")
+    payload = load_checkpoint(run / CHECKPOINT)
+    pyro.clear_param_store()
+    model, guide = build_vae(config.model)
+    restore_checkpoint(payload, model, guide)
+    return config, model, guide, payload
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """The run's metrics so far; a damaged file is reported rather than overwritten."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        metrics = error
+    if not isinstance(metrics, dict):
+        raise CheckpointError(
+            f"{path} is damaged ({metrics}); move it aside so evaluate can record its results"
+        )
+    return metrics
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Re-evaluate a saved run on a split (of its own dataset unless another is named);
+    the result is added to the run's ``metrics.json`` under ``evaluations``."""
+    metrics_path = Path(run_dir) / METRICS
+    metrics = _read_metrics(metrics_path)
+    config, model, guide, payload = load_run(run_dir)
+    data_config = replace(
+        config,
+        dataset=dataset or config.dataset,
+        data_dir=data_dir if data_dir is not None else config.data_dir,
+        download=download,
+    )
+    data = _load_data(data_config).split(split)
+    k = num_samples or config.num_samples
+    s = config.seed if seed is None else seed
+    summary = _evaluate(model, guide, data, k, s, config.chunk_size)
+    summary.update(dataset=data_config.dataset, split=split, epoch=int(payload["epoch"]), seed=s)
+    metrics.setdefault("evaluations", []).append(summary)
+    write_json(metrics_path, metrics)
+    return summary

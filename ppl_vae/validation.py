@@ -1,0 +1,91 @@
+"""Checks run on data before the engine touches it, so bad input fails with a clear message
+instead of a stack trace from deep inside torch or Pyro."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ppl_vae.errors import DataError
+
+__all__ = ["as_data_tensor", "module_dtype_device", "validate_data"]
+
+
+def module_dtype_device(*modules: Any) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the first parameter or buffer of the given modules (plain
+    functions have none: then torch's default dtype on the CPU)."""
+    for module in modules:
+        if isinstance(module, nn.Module):
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.is_floating_point():
+                    return tensor.dtype, tensor.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def as_data_tensor(
+    x: Any, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Convert an array-like batch to a floating tensor, rejecting what cannot be data."""
+    if isinstance(x, torch.Tensor):
+        tensor = x
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as error:
+            raise DataError(
+                f"data must be a numeric array or tensor of shape (N, ...), got {type(x).__name__}"
+            ) from error
+    if tensor.is_complex():
+        raise DataError(f"data must be real numbers, got dtype {tensor.dtype}")
+    return tensor.to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+def validate_data(
+    x: Any,
+    model: Callable | None = None,
+    *,
+    name: str = "data",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Return ``x`` as a floating tensor after checking it can be fed to ``model``.
+
+    Checks, each with a message naming the fix: a batch dimension exists and is non-empty;
+    no NaN or infinite values; the per-datapoint shape matches ``model.data_shape`` where the
+    model declares one; the values lie in the support of ``model.likelihood`` where the model
+    has one (anything with a ``support_violation(x) -> str | None`` method).
+    """
+    tensor = as_data_tensor(x, dtype=dtype, device=device)
+    if tensor.dim() < 2:
+        raise DataError(
+            f"{name} must be a batch of shape (N, *data_shape), got shape {tuple(tensor.shape)}; "
+            "add a batch dimension (x[None]) for a single datapoint"
+        )
+    if tensor.shape[0] == 0:
+        raise DataError(f"{name} is empty (shape {tuple(tensor.shape)})")
+    bad = ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.flatten(1).any(1)).flatten()
+        raise DataError(
+            f"{name} contain {int(bad.sum())} NaN or infinite values in {rows.numel()} rows "
+            f"(first row {int(rows[0])}); drop those rows, or fill them with any valid value "
+            "and pass mask=... (False where a value is missing)"
+        )
+    expected = getattr(model, "data_shape", None)
+    if expected is not None and tuple(tensor.shape[1:]) != tuple(expected):
+        raise DataError(
+            f"the model expects datapoints of shape {tuple(expected)} but {name} have shape "
+            f"{tuple(tensor.shape[1:])} (batch of {tensor.shape[0]}); was the model built or "
+            "trained for other data? Reshape the data or build the model for this data_shape"
+        )
+    likelihood = getattr(model, "likelihood", None)
+    check = getattr(likelihood, "support_violation", None)
+    if callable(check):
+        message = check(tensor)
+        if message is not None:
+            raise DataError(f"{name} outside the likelihood's support: {message}")
+    return tensor
