@@ -8,6 +8,7 @@ from typing import Any
 
 from guides import ENCODERS, GUIDES
 from models import DECODERS, LIKELIHOODS, PRIORS, VAE
+from ppl_vae.data import Dataset
 from ppl_vae.errors import ConfigError
 from ppl_vae.registry import lookup
 
@@ -37,6 +38,38 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def for_dataset(
+        cls,
+        dataset: Dataset,
+        *,
+        likelihood: str | None = None,
+        likelihood_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> ModelSpec:
+        """Settings completed from what the dataset knows about itself: its data shape, its
+        default likelihood when none is named, a Binomial's ``total_count`` from the data's
+        maximum value, and an encoder input scale of ``1 / max_value``.
+
+        :param settings: any other field, e.g. ``latent_dim=16, hidden=(256, 256)``.
+        """
+        likelihood = likelihood or dataset.default_likelihood
+        options = dict(likelihood_options or {})
+        if likelihood == "binomial" and "total_count" not in options:
+            if dataset.max_value is None:
+                raise ConfigError(
+                    f"dataset {dataset.name!r} has no known maximum; give total_count "
+                    "(--total-count) for the binomial likelihood"
+                )
+            options["total_count"] = int(dataset.max_value)
+        settings.setdefault("input_scale", 1.0 / dataset.max_value if dataset.max_value else 1.0)
+        return cls(
+            data_shape=tuple(dataset.data_shape),
+            likelihood=likelihood,
+            likelihood_options=options,
+            **settings,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:

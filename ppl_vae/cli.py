@@ -30,24 +30,23 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type for integers >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "directory, then print the test ELBO, the importance-sampled test log p(x) and the "
         "gap, in nats per datapoint. With no arguments: the digits data, Binomial(16) "
         "likelihood, about a minute on 2 cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--dataset", default=_DEFAULTS["dataset"], choices=sorted(DATASETS))
+    train.add_argument(
+        "--dataset",
+        default=_DEFAULTS["dataset"],
+        choices=sorted(DATASETS),
+        help="named dataset (default: %(default)s)",
+    )
     _add_data_options(train)
     train.add_argument(
         "--likelihood",
@@ -93,31 +96,72 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Binomial total count (default: the dataset's maximum value)",
     )
-    train.add_argument("--prior", default=_DEFAULTS["prior"], choices=sorted(PRIORS))
-    train.add_argument("--latent-dim", type=_positive_int, default=_DEFAULTS["latent_dim"])
+    train.add_argument(
+        "--prior",
+        default=_DEFAULTS["prior"],
+        choices=sorted(PRIORS),
+        help="p(z) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        default=_DEFAULTS["latent_dim"],
+        help="dimension of z (default: %(default)s)",
+    )
     train.add_argument(
         "--hidden",
         type=_hidden,
         default=_DEFAULTS["hidden"],
-        help="hidden layer sizes of encoder and decoder, e.g. 256,256",
+        help="hidden layer sizes of encoder and decoder (default: 256,256)",
     )
-    train.add_argument("--activation", default=_DEFAULTS["activation"], choices=sorted(ACTIVATIONS))
-    train.add_argument("--guide", default=_DEFAULTS["guide"], choices=sorted(GUIDES), help="q(z|x)")
-    train.add_argument("--epochs", type=_non_negative_int, default=_DEFAULTS["epochs"])
-    train.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS["batch_size"])
-    train.add_argument("--lr", type=float, default=_DEFAULTS["lr"], help="Adam learning rate")
-    train.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
+    train.add_argument(
+        "--activation",
+        default=_DEFAULTS["activation"],
+        choices=sorted(ACTIVATIONS),
+        help="activation of encoder and decoder (default: %(default)s)",
+    )
+    train.add_argument(
+        "--guide",
+        default=_DEFAULTS["guide"],
+        choices=sorted(GUIDES),
+        help="q(z|x) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_non_negative_int,
+        default=_DEFAULTS["epochs"],
+        help="passes over the training split (default: %(default)s)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=_DEFAULTS["batch_size"],
+        help="minibatch size (default: %(default)s)",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=_DEFAULTS["lr"],
+        help="Adam learning rate (default: %(default)s)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=_DEFAULTS["seed"],
+        help="seeds initialisation, shuffling, sampling, test estimate (default: %(default)s)",
+    )
     train.add_argument(
         "--num-samples",
         type=_positive_int,
         default=_DEFAULTS["num_samples"],
-        help="importance samples K per test datapoint for log p(x)",
+        help="importance samples K per test datapoint for log p(x) (default: %(default)s)",
     )
     train.add_argument(
         "--chunk-size",
         type=_positive_int,
         default=_DEFAULTS["chunk_size"],
-        help="(particle, datapoint) pairs per vectorized pass; bounds memory",
+        help="(particle, datapoint) pairs per vectorized pass; bounds memory "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--out", default=None, help="run directory (default: runs/DATASET-YYYYmmdd-HHMMSS)"
@@ -129,17 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="reload a run and re-estimate test log p(x)",
         description="Reload a run directory and re-estimate the ELBO, log p(x) and the gap on "
         "a split of its dataset (or of another dataset with the same data shape).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="directory written by train")
     evaluate.add_argument(
-        "--num-samples", type=_positive_int, default=None, help="K (default: the run's)"
+        "--num-samples",
+        type=_positive_int,
+        default=None,
+        help="importance samples K per datapoint (default: the run's)",
     )
-    evaluate.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     evaluate.add_argument(
-        "--dataset", default=None, choices=sorted(DATASETS), help="default: the run's dataset"
+        "--seed", type=int, default=None, help="seed of the estimate (default: the run's)"
     )
-    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument(
+        "--dataset",
+        default=None,
+        choices=sorted(DATASETS),
+        help="evaluate on another dataset of the same data shape (default: the run's)",
+    )
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="which split to evaluate (default: %(default)s)",
+    )
     _add_data_options(evaluate)
     return parser
 

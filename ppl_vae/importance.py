@@ -90,12 +90,14 @@ def _site_log_prob(site: dict, num_particles: int, name_of: str) -> torch.Tensor
     return log_prob.expand(num_particles, -1) if log_prob.dim() == 2 else log_prob
 
 
-def _trace(role: str, fn: Callable, *args: object) -> poutine.Trace:
-    """Run ``fn`` under a trace; a failure inside it (typically a plate or shape clash with
-    the particles plate) becomes a :class:`ContractError` naming the role and the cause."""
+def _trace(role: str, fn: Callable, x: torch.Tensor, mask: torch.Tensor | None) -> poutine.Trace:
+    """Run ``fn(x)`` (``fn(x, mask)`` when a mask is given) under a trace; a failure inside
+    it (typically a plate or shape clash with the particles plate) becomes a
+    :class:`ContractError` naming the role and the cause."""
+    args = (x,) if mask is None else (x, mask)
     try:
         return poutine.trace(fn).get_trace(*args)
-    except (ValueError, RuntimeError, IndexError, NotImplementedError) as error:
+    except (ValueError, RuntimeError, IndexError, TypeError, NotImplementedError) as error:
         raise ContractError(
             f"the {role} failed when run vectorized under pyro.plate('particles', K, "
             f"dim={_PARTICLE_DIM}): {str(error).splitlines()[0]}. The contract (DESIGN.md "

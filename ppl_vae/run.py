@@ -54,11 +54,11 @@ class RunConfig:
     likelihood: str | None = None  # None: the dataset's default likelihood
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
-    latent_dim: int = 8
+    latent_dim: int = 16
     hidden: tuple[int, ...] = (256, 256)
     activation: str = "relu"
     guide: str = "normal"
-    epochs: int = 40
+    epochs: int = 150
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
@@ -90,27 +90,16 @@ class RunConfig:
 
 
 def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
-    """Data-aware model settings: the dataset's default likelihood when none is named, a
-    Binomial's ``total_count`` from the data's maximum, and the encoder's input scale."""
-    likelihood = config.likelihood or dataset.default_likelihood
-    options = dict(config.likelihood_options)
-    if likelihood == "binomial" and "total_count" not in options:
-        if dataset.max_value is None:
-            raise ConfigError(
-                f"dataset {dataset.name!r} has no known maximum; give --total-count for the "
-                "binomial likelihood"
-            )
-        options["total_count"] = int(dataset.max_value)
-    return ModelSpec(
-        data_shape=tuple(dataset.data_shape),
-        likelihood=likelihood,
-        likelihood_options=options,
+    """The run's model settings completed from the data (see :meth:`ModelSpec.for_dataset`)."""
+    return ModelSpec.for_dataset(
+        dataset,
+        likelihood=config.likelihood,
+        likelihood_options=config.likelihood_options,
         prior=config.prior,
         latent_dim=config.latent_dim,
         hidden=tuple(config.hidden),
         activation=config.activation,
         guide=config.guide,
-        input_scale=1.0 / dataset.max_value if dataset.max_value else 1.0,
     )
 
 

@@ -3,6 +3,9 @@ Pyro's argument validation on, and torch's default dtype restored afterwards."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
@@ -24,3 +27,22 @@ def float64():
     """Run the test in double precision (closed-form comparisons at rtol 1e-6 and below)."""
     torch.set_default_dtype(torch.float64)
     yield
+
+
+@pytest.fixture(scope="session")
+def _tiny_digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ppl_vae.run import RunConfig, train_run
+
+    out = tmp_path_factory.mktemp("tiny-run") / "digits-run"
+    config = RunConfig(epochs=1, hidden=(8,), latent_dim=2, num_samples=2, batch_size=256)
+    train_run(config, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def digits_run(_tiny_digits_run: Path, tmp_path: Path) -> Path:
+    """A tiny trained digits run (64 features, 1 epoch) made through the API; a fresh copy
+    per test, so tests may damage it."""
+    copy = tmp_path / "digits-run"
+    shutil.copytree(_tiny_digits_run, copy)
+    return copy

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -310,22 +309,6 @@ def test_cli_negative_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     with pytest.raises(ConfigError, match="epochs must be >= 0"):  # the API checks too
         train_run(RunConfig(epochs=-1), tmp_path / "api-run", progress=False)
     assert not (tmp_path / "api-run").exists()
-
-
-@pytest.fixture(scope="module")
-def _digits_run_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bad-inputs") / "digits-run"
-    config = RunConfig(epochs=1, hidden=(8,), latent_dim=2, num_samples=2, batch_size=256)
-    train_run(config, out, progress=False)
-    return out
-
-
-@pytest.fixture
-def digits_run(_digits_run_once: Path, tmp_path: Path) -> Path:
-    """A tiny trained digits run (64 features) made through the API; a fresh copy per test."""
-    copy = tmp_path / "digits-run"
-    shutil.copytree(_digits_run_once, copy)
-    return copy
 
 
 def test_cli_evaluate_on_data_of_other_shape(

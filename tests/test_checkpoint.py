@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import pathlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from ppl_vae.checkpoint import FORMAT, VERSION, load_checkpoint, restore_checkpo
 from ppl_vae.cli import main
 from ppl_vae.data import load_dataset
 from ppl_vae.errors import CheckpointError
-from ppl_vae.run import RunConfig, train_run
 from ppl_vae.training import fit
 
 
@@ -282,19 +280,9 @@ def test_checkpoint_guide_mismatch_is_named(saved: Path) -> None:
 # ---------------------------------------------------------------- through the CLI
 
 
-@pytest.fixture(scope="module")
-def _run_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("checkpoint") / "run"
-    config = RunConfig(epochs=1, hidden=(8,), latent_dim=2, num_samples=2, batch_size=256)
-    train_run(config, out, progress=False)
-    return out
-
-
 @pytest.fixture
-def run(_run_once: Path, tmp_path: Path) -> Path:
-    copy_ = tmp_path / "run"
-    shutil.copytree(_run_once, copy_)
-    return copy_
+def run(digits_run: Path) -> Path:
+    return digits_run
 
 
 def test_cli_evaluate_truncated_checkpoint(run: Path, capsys: pytest.CaptureFixture) -> None:

@@ -276,8 +276,8 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture) -> None
     [
         (["--hidden", "0"], "hidden sizes must be positive integers"),
         (["--hidden", "a,b"], "expected sizes like 256,256"),
-        (["--latent-dim", "0"], "expected a positive integer, got '0'"),
-        (["--batch-size", "x"], "expected a positive integer, got 'x'"),
+        (["--latent-dim", "0"], "expected an integer >= 1, got '0'"),
+        (["--batch-size", "x"], "expected an integer >= 1, got 'x'"),
         (["--likelihood", "gaussian"], "invalid choice: 'gaussian'"),
     ],
 )

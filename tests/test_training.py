@@ -179,3 +179,31 @@ def test_bad_training_options(option, message):
     settings = {"epochs": 1, "batch_size": 4, "lr": 1e-3, **option}
     with pytest.raises(ValueError, match=message):
         fit(oracle.model, oracle.gaussian_guide(), oracle.sample(4), progress=False, **settings)
+
+
+def test_programs_without_a_mask_argument_work_when_no_mask_is_given(float64):
+    oracle = LinearGaussian.random()
+    x = oracle.sample(6)
+    exact = oracle.gaussian_guide()
+
+    def model(x):
+        oracle.model(x)
+
+    def guide(x):
+        exact(x)
+
+    estimate = log_likelihood(model, guide, x, num_samples=3, seed=0)
+    torch.testing.assert_close(estimate.log_likelihood, oracle.log_marginal(x), rtol=1e-6, atol=0)
+    with pytest.raises(ContractError, match="guide failed .*positional argument"):
+        log_likelihood(model, guide, x, num_samples=3, mask=torch.ones(6, dtype=torch.bool))
+
+
+def test_model_spec_for_dataset_uses_what_the_data_know():
+    digits = load_dataset("digits")
+    spec = ModelSpec.for_dataset(digits, latent_dim=3)
+    assert spec.likelihood == "binomial" and spec.likelihood_options == {"total_count": 16}
+    assert spec.data_shape == (64,) and spec.input_scale == 1 / 16 and spec.latent_dim == 3
+    normal = ModelSpec.for_dataset(digits, likelihood="normal")
+    assert normal.likelihood_options == {}
+    own = ModelSpec.for_dataset(digits, likelihood_options={"total_count": 20}, input_scale=1.0)
+    assert own.likelihood_options == {"total_count": 20} and own.input_scale == 1.0

@@ -8,9 +8,7 @@ image per row), which :func:`download_binarized_mnist` fetches.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppl_vae.atomic import atomic_open
 from ppl_vae.data.dataset import SPLITS, Dataset
 from ppl_vae.data.paths import resolve_data_dir
 from ppl_vae.errors import DataError, DatasetNotFoundError
@@ -144,23 +143,17 @@ def download_binarized_mnist(data_dir: Path, *, base_url: str | None = None) -> 
         if final.is_file():
             continue
         url = f"{base}/{amat_name(split)}"
-        handle, temp_name = tempfile.mkstemp(dir=target, prefix=f".{final.name}.", suffix=".part")
         try:
             with (
-                os.fdopen(handle, "wb") as out,
+                atomic_open(final, "wb") as out,
                 urllib.request.urlopen(url, timeout=60) as response,
             ):
                 shutil.copyfileobj(response, out)
-            os.chmod(temp_name, 0o644)  # mkstemp makes 0600
-            os.replace(temp_name, final)
         except OSError as error:  # urllib.error.URLError is an OSError
             raise DatasetNotFoundError(
                 f"could not download {url} to {final}: {error}. On a machine without network, "
                 f"copy {NPZ_NAME} or the .amat files into {data_dir} instead."
             ) from error
-        finally:
-            if os.path.exists(temp_name):
-                os.unlink(temp_name)
     return target
 
 

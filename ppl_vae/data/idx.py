@@ -12,13 +12,13 @@ import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ppl_vae.atomic import atomic_open
 from ppl_vae.data.dataset import Dataset
 from ppl_vae.data.paths import writable_root
 from ppl_vae.errors import DataError, DatasetNotFoundError
@@ -89,26 +89,21 @@ def _up_to_date(source: Path, target: Path) -> bool:
 
 
 def _extract(source: Path, target: Path) -> None:
-    """Decompress (or copy) ``source`` to ``target`` atomically; a bad gzip is a DataError."""
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        opener = gzip.open if source.suffix == ".gz" else open
-        with os.fdopen(handle, "wb") as out, opener(source, "rb") as stream:
-            while True:
-                try:
-                    chunk = stream.read(_CHUNK)
-                except (OSError, EOFError, zlib.error) as error:
-                    raise DataError(f"{source}: cannot be decompressed ({error})") from error
-                if not chunk:
-                    break
-                out.write(chunk)
-        source_stat = source.stat()
-        os.utime(temp_name, ns=(source_stat.st_atime_ns, source_stat.st_mtime_ns))
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; a shared cache should be readable
-        os.replace(temp_name, target)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
+    """Decompress (or copy) ``source`` to ``target`` atomically; a bad gzip is a DataError.
+
+    The copy takes the source's modification time, which :func:`_up_to_date` checks."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    with atomic_open(target, "wb") as out, opener(source, "rb") as stream:
+        while True:
+            try:
+                chunk = stream.read(_CHUNK)
+            except (OSError, EOFError, zlib.error) as error:
+                raise DataError(f"{source}: cannot be decompressed ({error})") from error
+            if not chunk:
+                break
+            out.write(chunk)
+    source_stat = source.stat()
+    os.utime(target, ns=(source_stat.st_atime_ns, source_stat.st_mtime_ns))
 
 
 def prepare_torchvision_root(found: Path, root: Path, class_name: str) -> Path:
