@@ -36,10 +36,12 @@ class EpochRecord:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the per-epoch history, timings and the optimizer (whose
-    state a checkpoint saves)."""
+    """What :func:`fit` returns: the per-epoch history, the objective per datapoint after
+    every step (``step_elbo``, minus the loss divided by the minibatch size), timings, and
+    the optimizer (whose state a checkpoint saves)."""
 
     history: list[EpochRecord] = field(default_factory=list)
+    step_elbo: list[float] = field(default_factory=list)
     optimizer: pyro.optim.PyroOptim | None = None
     seconds: float = 0.0
 
@@ -150,6 +152,7 @@ def fit(
                     f"rate (now {lr:g}) or check the data and the model's parameter ranges"
                 )
             total_loss += loss
+            result.step_elbo.append(-loss / batch.shape[0])
             bar.update()
             if step % 10 == 0 or step == steps_per_epoch:
                 seen = min(num_data, begin + batch_size)

@@ -96,6 +96,9 @@ def test_fit_improves_a_library_vae_on_digits():
     assert result.train_elbo[-1] > result.train_elbo[0] + 20
     assert result.valid_elbo[-1] > result.valid_elbo[0]
     assert all(r.steps == 10 and r.seconds > 0 for r in records)
+    assert len(result.step_elbo) == 60
+    first_epoch = sum(result.step_elbo[:10]) * 50 / 500  # minibatches of 50 out of 500
+    assert first_epoch == pytest.approx(result.train_elbo[0])
 
 
 def test_fit_is_reproducible_with_a_seed():
