@@ -31,6 +31,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ppl_vae.errors import ContractError
+from ppl_vae.memory import release_free_memory
 from ppl_vae.seeding import derive_seed
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "iter_log_weights", "log_importance_weights", "plan_chunks"]
@@ -226,7 +227,10 @@ def iter_log_weights(
                 for k in range(0, num_samples, particle_chunk)
             ]
         )
-        yield rows, log_p - draws.log_q
+        log_w = log_p - draws.log_q
+        del draws, log_p
+        release_free_memory()  # keeps resident memory bounded over long evaluations
+        yield rows, log_w
 
 
 def log_importance_weights(
