@@ -1,7 +1,4 @@
-"""Priors p(z): modules whose ``forward()`` returns a distribution with ``event_dim == 1``.
-
-Parameters of fixed priors are buffers, so ``.to(device)`` and checkpoints carry them.
-"""
+"""The standard Normal prior."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-__all__ = ["PRIORS", "StandardNormalPrior"]
+__all__ = ["StandardNormalPrior"]
 
 
 class StandardNormalPrior(nn.Module):
@@ -25,7 +22,3 @@ class StandardNormalPrior(nn.Module):
 
     def forward(self) -> dist.Distribution:
         return dist.Normal(self.loc, self.scale).to_event(1)
-
-
-#: Priors by name; each is constructed as ``PRIORS[name](latent_dim, **options)``.
-PRIORS: dict[str, type[nn.Module]] = {"normal": StandardNormalPrior}
