@@ -21,6 +21,7 @@ class ModelSpec:
 
     :param data_shape: shape of one datapoint, taken from the data.
     :param likelihood_options: keyword options of the likelihood, e.g. ``{"total_count": 16}``.
+    :param prior_options: keyword options of the prior, e.g. ``{"num_components": 10}``.
     :param input_scale: the encoder multiplies its input by this (e.g. 1/16 for counts 0..16).
     """
 
@@ -28,6 +29,7 @@ class ModelSpec:
     likelihood: str = "bernoulli"
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
+    prior_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int = 8
     hidden: tuple[int, ...] = (256, 256)
     activation: str = "relu"
@@ -119,7 +121,6 @@ def build_vae(spec: ModelSpec) -> tuple[VAE, Any]:
         spec.data_shape,
         **spec.likelihood_options,
     )
-    prior = _construct("prior", spec.prior, lookup(PRIORS, spec.prior, "prior"), spec.latent_dim)
     decoder = _construct(
         "decoder",
         spec.decoder,
@@ -139,5 +140,11 @@ def build_vae(spec: ModelSpec) -> tuple[VAE, Any]:
         activation=spec.activation,
         input_scale=spec.input_scale,
     )
+    prior_class = lookup(PRIORS, spec.prior, "prior")
+    prior_options = dict(spec.prior_options)
+    if getattr(prior_class, "needs_encoder", False):  # e.g. the VampPrior
+        prior_options.update(encoder=encoder, data_shape=spec.data_shape)
+        prior_options.setdefault("input_max", 1.0 / spec.input_scale)  # data's value range
+    prior = _construct("prior", spec.prior, prior_class, spec.latent_dim, **prior_options)
     guide = _construct("guide", spec.guide, lookup(GUIDES, spec.guide, "guide"), encoder)
     return VAE(prior, decoder, likelihood), guide

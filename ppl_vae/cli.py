@@ -7,15 +7,17 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from guides import GUIDES
 from models import ACTIVATIONS, LIKELIHOODS, PRIORS
+from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.data import DATASETS, default_data_dir
 from ppl_vae.errors import PplVaeError
 from ppl_vae.run import RunConfig, evaluate_run, train_run
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "settings_from_args"]
 
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig) if not callable(f.default)}
 
@@ -61,6 +63,109 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _column(text: str) -> str | int:
+    return int(text) if text.isdigit() else text
+
+
+def _default(name: str) -> str:
+    value = _DEFAULTS[name]
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+#: Flags of ``train`` that set a RunConfig field of the same name (dashes for underscores).
+#: Their argparse default is None so that only flags actually given override a config file.
+_TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (
+        ("--dataset",),
+        {"choices": sorted(DATASETS), "help": f"named dataset (default: {_default('dataset')})"},
+    ),
+    (
+        ("--data",),
+        {
+            "metavar": "PATH",
+            "help": "your own data instead of --dataset: a .npy/.npz array, a "
+            ".csv table or a folder of images (one subfolder per class)",
+        },
+    ),
+    (("--channels",), {"choices": ["grey", "rgb"], "help": "for image folders (default: grey)"}),
+    (
+        ("--label-column",),
+        {"type": _column, "help": "for .csv tables: the label column's name or 0-based index"},
+    ),
+    (
+        ("--binarize",),
+        {
+            "choices": ["static", "dynamic"],
+            "help": "binarize grey levels: once (static) or "
+            "afresh for every minibatch (dynamic; valid/test stay static)",
+        },
+    ),
+    (
+        ("--likelihood",),
+        {
+            "choices": sorted(LIKELIHOODS),
+            "help": "p(x|z) (default: the dataset's own, e.g. binomial for digits)",
+        },
+    ),
+    (("--prior",), {"choices": sorted(PRIORS), "help": f"p(z) (default: {_default('prior')})"}),
+    (
+        ("--latent-dim",),
+        {"type": _positive_int, "help": f"dimension of z (default: {_default('latent_dim')})"},
+    ),
+    (
+        ("--hidden",),
+        {
+            "type": _hidden,
+            "help": f"hidden layer sizes of encoder and decoder (default: {_default('hidden')})",
+        },
+    ),
+    (
+        ("--activation",),
+        {
+            "choices": sorted(ACTIVATIONS),
+            "help": f"activation of encoder and decoder (default: {_default('activation')})",
+        },
+    ),
+    (("--guide",), {"choices": sorted(GUIDES), "help": f"q(z|x) (default: {_default('guide')})"}),
+    (
+        ("--epochs",),
+        {
+            "type": _non_negative_int,
+            "help": f"passes over the training split (default: {_default('epochs')})",
+        },
+    ),
+    (
+        ("--batch-size",),
+        {"type": _positive_int, "help": f"minibatch size (default: {_default('batch_size')})"},
+    ),
+    (("--lr",), {"type": float, "help": f"Adam learning rate (default: {_default('lr')})"}),
+    (
+        ("--seed",),
+        {
+            "type": int,
+            "help": "seeds initialisation, shuffling, sampling, test estimate "
+            f"(default: {_default('seed')})",
+        },
+    ),
+    (
+        ("--num-samples",),
+        {
+            "type": _positive_int,
+            "help": "importance samples K per test datapoint for log p(x) "
+            f"(default: {_default('num_samples')})",
+        },
+    ),
+    (
+        ("--chunk-size",),
+        {
+            "type": _positive_int,
+            "help": "(particle, datapoint) pairs per vectorized pass; "
+            f"bounds memory (default: {_default('chunk_size')})",
+        },
+    ),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppl-vae",
@@ -75,93 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a VAE by SVI (Trace_ELBO), checkpoint every epoch into the run "
         "directory, then print the test ELBO, the importance-sampled test log p(x) and the "
         "gap, in nats per datapoint. With no arguments: the digits data, Binomial(16) "
-        "likelihood, about a minute on 2 cores.",
+        "likelihood, under a minute on 2 cores. Settings come from the defaults, then "
+        "--config FILE, then the flags given.",
     )
     train.add_argument(
-        "--dataset",
-        default=_DEFAULTS["dataset"],
-        choices=sorted(DATASETS),
-        help="named dataset (default: %(default)s)",
+        "--config", default=None, metavar="FILE", help="TOML file of run settings (see README)"
     )
+    for flags, options in _TRAIN_OPTIONS:
+        train.add_argument(*flags, default=None, **options)
     _add_data_options(train)
     train.add_argument(
-        "--likelihood",
-        default=None,
-        choices=sorted(LIKELIHOODS),
-        help="p(x|z) (default: the dataset's own, e.g. binomial for digits)",
+        "--likelihood-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the likelihood, e.g. num_components=5 (repeatable)",
+    )
+    train.add_argument(
+        "--prior-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the prior, e.g. num_components=10 (repeatable)",
     )
     train.add_argument(
         "--total-count",
         type=_positive_int,
         default=None,
         help="Binomial total count (default: the dataset's maximum value)",
-    )
-    train.add_argument(
-        "--prior",
-        default=_DEFAULTS["prior"],
-        choices=sorted(PRIORS),
-        help="p(z) (default: %(default)s)",
-    )
-    train.add_argument(
-        "--latent-dim",
-        type=_positive_int,
-        default=_DEFAULTS["latent_dim"],
-        help="dimension of z (default: %(default)s)",
-    )
-    train.add_argument(
-        "--hidden",
-        type=_hidden,
-        default=_DEFAULTS["hidden"],
-        help="hidden layer sizes of encoder and decoder (default: 256,256)",
-    )
-    train.add_argument(
-        "--activation",
-        default=_DEFAULTS["activation"],
-        choices=sorted(ACTIVATIONS),
-        help="activation of encoder and decoder (default: %(default)s)",
-    )
-    train.add_argument(
-        "--guide",
-        default=_DEFAULTS["guide"],
-        choices=sorted(GUIDES),
-        help="q(z|x) (default: %(default)s)",
-    )
-    train.add_argument(
-        "--epochs",
-        type=_non_negative_int,
-        default=_DEFAULTS["epochs"],
-        help="passes over the training split (default: %(default)s)",
-    )
-    train.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=_DEFAULTS["batch_size"],
-        help="minibatch size (default: %(default)s)",
-    )
-    train.add_argument(
-        "--lr",
-        type=float,
-        default=_DEFAULTS["lr"],
-        help="Adam learning rate (default: %(default)s)",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=_DEFAULTS["seed"],
-        help="seeds initialisation, shuffling, sampling, test estimate (default: %(default)s)",
-    )
-    train.add_argument(
-        "--num-samples",
-        type=_positive_int,
-        default=_DEFAULTS["num_samples"],
-        help="importance samples K per test datapoint for log p(x) (default: %(default)s)",
-    )
-    train.add_argument(
-        "--chunk-size",
-        type=_positive_int,
-        default=_DEFAULTS["chunk_size"],
-        help="(particle, datapoint) pairs per vectorized pass; bounds memory "
-        "(default: %(default)s)",
     )
     train.add_argument(
         "--out", default=None, help="run directory (default: runs/DATASET-YYYYmmdd-HHMMSS)"
@@ -215,27 +261,34 @@ def _report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig settings: the config file's, overridden by the flags actually given."""
+    settings = read_config_file(args.config) if args.config else {}
+    for flags, _ in _TRAIN_OPTIONS:
+        name = flags[0].lstrip("-").replace("-", "_")
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    if args.data_dir is not None:
+        settings["data_dir"] = args.data_dir
+    if args.download:
+        settings["download"] = True
+    for key, texts in (
+        ("likelihood_options", args.likelihood_option),
+        ("prior_options", args.prior_option),
+    ):
+        options = dict(settings.get(key, {}))
+        options.update(parse_option(text) for text in texts)
+        settings[key] = options
+    if args.total_count is not None:
+        settings["likelihood_options"]["total_count"] = args.total_count
+    return settings
+
+
 def _train(args: argparse.Namespace) -> None:
-    options = {} if args.total_count is None else {"total_count": args.total_count}
-    config = RunConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        likelihood=args.likelihood,
-        likelihood_options=options,
-        prior=args.prior,
-        latent_dim=args.latent_dim,
-        hidden=args.hidden,
-        activation=args.activation,
-        guide=args.guide,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        num_samples=args.num_samples,
-        chunk_size=args.chunk_size,
-    )
-    out = args.out or f"runs/{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = RunConfig.from_settings(settings_from_args(args))
+    name = Path(config.data).stem if config.data else config.dataset
+    out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train_run(config, out, progress=not args.no_progress)
     print(_report(metrics["test"]))
     print(f"run directory: {out}")

@@ -16,14 +16,17 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
+from torch.distributions import constraints
 
+from models import LIKELIHOODS
 from ppl_vae.atomic import write_json
 from ppl_vae.build import ModelSpec, build_vae
 from ppl_vae.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_data
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE
+from ppl_vae.registry import lookup
 from ppl_vae.training import fit
 from ppl_vae.validation import validate_data
 
@@ -51,9 +54,14 @@ class RunConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
+    data: str | None = None  # your own data file or image folder; replaces `dataset`
+    channels: str = "grey"  # for image folders: "grey" or "rgb"
+    label_column: str | int | None = None  # for .csv tables
+    binarize: str | None = None  # None, "static" or "dynamic"
     likelihood: str | None = None  # None: the dataset's default likelihood
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
+    prior_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int = 16
     hidden: tuple[int, ...] = (256, 256)
     activation: str = "relu"
@@ -78,10 +86,20 @@ class RunConfig:
         data = dict(data)
         if data.pop("format", None) != RUN_FORMAT:
             raise ConfigError("not a ppl_vae run config (missing 'format': 'ppl_vae.run')")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        return cls.from_settings(data)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> RunConfig:
+        """Build from a mapping of field names (a TOML config file or ``config.json``);
+        unknown names are an error that lists the known ones."""
+        data = dict(settings)
+        known = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"unknown run settings {unknown}")
+            raise ConfigError(f"unknown run settings {unknown}; known settings: {known}")
+        for key in ("likelihood_options", "prior_options"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ConfigError(f"{key} must be a table of option = value")
         if data.get("model") is not None:
             data["model"] = ModelSpec.from_dict(data["model"])
         if "hidden" in data:
@@ -96,6 +114,7 @@ def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
         likelihood=config.likelihood,
         likelihood_options=config.likelihood_options,
         prior=config.prior,
+        prior_options=config.prior_options,
         latent_dim=config.latent_dim,
         hidden=tuple(config.hidden),
         activation=config.activation,
@@ -103,8 +122,28 @@ def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
     )
 
 
+def _needs_grey_levels(likelihood: str, dataset: Dataset) -> bool:
+    """Counts such as 8-bit pixels given to a likelihood of the unit interval
+    (``continuous_bernoulli``, ``beta``) are rescaled to ``x / max_value`` (data-aware
+    default; a run's dataset name then ends in ``[0,1]``)."""
+    support = getattr(lookup(LIKELIHOODS, likelihood, "likelihood"), "support", None)
+    return support is constraints.unit_interval and dataset.max_value not in (None, 1.0)
+
+
 def _load_data(config: RunConfig) -> Dataset:
-    return load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+    if config.data is not None:
+        return load_user_data(
+            config.data,
+            channels=config.channels,
+            label_column=config.label_column,
+            binarize=config.binarize,
+        )
+    return load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=config.download,
+        binarize=config.binarize,
+    )
 
 
 def _evaluate(model, guide, x: torch.Tensor, num_samples: int, seed: int, chunk_size: int):
@@ -124,11 +163,17 @@ def train_run(
         raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
     dataset = _load_data(config)
     config = replace(config, model=model_spec_for(config, dataset))
+    if _needs_grey_levels(config.model.likelihood, dataset):
+        dataset = grey_levels_dataset(dataset)
+        config = replace(config, model=model_spec_for(config, dataset))
     pyro.clear_param_store()
     torch.manual_seed(config.seed)
     model, guide = build_vae(config.model)
     for split in ("train", "valid", "test"):  # fail before anything is written
-        validate_data(dataset.split(split), model, name=f"{dataset.name} {split} data")
+        data = dataset.split(split)
+        if split == "train" and dataset.train_transform is not None:
+            data = dataset.train_transform(data)
+        validate_data(data, model, name=f"{dataset.name} {split} data")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, config.to_dict())
 
@@ -148,6 +193,7 @@ def train_run(
         seed=config.seed,
         progress=progress,
         on_epoch_end=checkpoint,
+        batch_transform=dataset.train_transform,
     )
     if config.epochs == 0:  # still leave a loadable (untrained) run behind
         save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
@@ -212,14 +258,17 @@ def evaluate_run(
     data_config = replace(
         config,
         dataset=dataset or config.dataset,
+        data=None if dataset else config.data,
         data_dir=data_dir if data_dir is not None else config.data_dir,
         download=download,
     )
-    data = _load_data(data_config).split(split)
+    loaded = _load_data(data_config)
+    if _needs_grey_levels(config.model.likelihood, loaded):  # as in training
+        loaded = grey_levels_dataset(loaded)
     k = num_samples or config.num_samples
     s = config.seed if seed is None else seed
-    summary = _evaluate(model, guide, data, k, s, config.chunk_size)
-    summary.update(dataset=data_config.dataset, split=split, epoch=int(payload["epoch"]), seed=s)
+    summary = _evaluate(model, guide, loaded.split(split), k, s, config.chunk_size)
+    summary.update(dataset=loaded.name, split=split, epoch=int(payload["epoch"]), seed=s)
     metrics.setdefault("evaluations", []).append(summary)
     write_json(metrics_path, metrics)
     return summary

@@ -99,6 +99,7 @@ def fit(
     start_epoch: int = 0,
     progress: bool = True,
     on_epoch_end: Callable[[EpochRecord, pyro.optim.PyroOptim], None] | None = None,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on minibatches of ``train_data``.
 
@@ -111,6 +112,9 @@ def fit(
         run would.
     :param on_epoch_end: called with each :class:`EpochRecord` and the optimizer, e.g. to
         write a checkpoint.
+    :param batch_transform: applied to every minibatch before the step, e.g. dynamic
+        binarization (``Dataset.train_transform``); draws use torch's generator, seeded per
+        epoch. The support check then runs on transformed training data.
     :returns: a :class:`FitResult`; the training ELBO of an epoch is the mean over its
         minibatches of the objective's per-datapoint value (for ``Trace_ELBO``, the ELBO),
         the validation ELBO is always the plain ELBO (:func:`mean_elbo`).
@@ -118,7 +122,15 @@ def fit(
     _check_options(epochs, batch_size, lr, start_epoch)
     claim_param_names(model, guide)
     dtype, device = module_dtype_device(model, guide)
-    x_train = validate_data(train_data, model, name="training data", dtype=dtype, device=device)
+    x_train = validate_data(
+        train_data,
+        model if batch_transform is None else None,
+        name="training data",
+        dtype=dtype,
+        device=device,
+    )
+    if batch_transform is not None:
+        validate_data(batch_transform(x_train), model, name="transformed training data")
     x_valid = (
         None
         if valid_data is None
@@ -145,6 +157,8 @@ def fit(
         total_loss = 0.0
         for step, begin in enumerate(range(0, num_data, batch_size), start=1):
             batch = x_train[order[begin : begin + batch_size]]
+            if batch_transform is not None:
+                batch = batch_transform(batch)
             loss = svi.step(batch)
             if not math.isfinite(loss):
                 raise TrainingDivergedError(

@@ -14,7 +14,6 @@ from guides import ENCODERS, GUIDES, DiagonalNormalGuide, MLPEncoder
 from models import (
     DECODERS,
     LIKELIHOODS,
-    PRIORS,
     VAE,
     BernoulliLikelihood,
     BinomialLikelihood,
@@ -25,12 +24,16 @@ from models import (
 from ppl_vae.build import ModelSpec, build_vae
 from ppl_vae.estimators import log_likelihood
 from tests.oracle import LinearGaussian
+from tests.test_likelihoods_bounded import CASES as BOUNDED_CASES
+from tests.test_likelihoods_real_count import CASES as REAL_COUNT_CASES
 
 #: Options and a sample of in-support data for every registered likelihood.
 LIKELIHOOD_CASES = {
     "bernoulli": ({}, lambda shape: torch.randint(0, 2, shape).float()),
     "binomial": ({"total_count": 5}, lambda shape: torch.randint(0, 6, shape).float()),
     "normal": ({}, lambda shape: torch.randn(shape)),
+    **BOUNDED_CASES,
+    **REAL_COUNT_CASES,
 }
 
 
@@ -91,16 +94,6 @@ def test_likelihood_support_messages():
     too_big = binomial.support_violation(torch.full((2, 4), 17.0))
     assert "total_count" in too_big and "17" in too_big
     assert "finite" in NormalLikelihood((4,)).support_violation(torch.tensor([[float("inf")]]))
-
-
-@pytest.mark.parametrize("name", sorted(PRIORS))
-def test_priors_are_event_dim_one_with_buffers(name):
-    prior = PRIORS[name](3)
-    pz = prior()
-    assert pz.event_shape == (3,) and pz.event_dim == 1
-    state = prior.state_dict()
-    assert all(not p.requires_grad for p in state.values())
-    assert prior.to(torch.float64)().sample().dtype == torch.float64
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))

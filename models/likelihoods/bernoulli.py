@@ -30,8 +30,9 @@ class BernoulliLikelihood(Likelihood):
         what = "grey-scale values in [0, 1]" if grey else f"values in [{lo:g}, {hi:g}]"
         return (
             f"the 'bernoulli' likelihood needs binary data in {{0, 1}}, but {int(outside.sum())} "
-            f"values are not 0 or 1 ({what}). Binarize the data first (statically, e.g. "
-            "x = (x > 0.5), or dynamically by sampling x ~ Bernoulli(x) each epoch), or choose "
-            "a likelihood for this data: 'binomial' for integer counts with a known maximum, "
-            "'normal' for real values."
+            f"values are not 0 or 1 ({what}). Binarize the data first: statically (sample "
+            "x ~ Bernoulli(x / max) once: --binarize static, binarize='static') or dynamically "
+            "(new draws every minibatch: --binarize dynamic), or choose a likelihood for this "
+            "data: 'continuous_bernoulli' or 'beta' for grey levels in [0, 1], 'binomial' for "
+            "integer counts with a known maximum, 'normal' for real values."
         )

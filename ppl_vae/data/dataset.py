@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,12 @@ class Dataset:
     :param train_labels: int64 class labels of shape ``(N_train,)``, where labels exist.
     :param valid_labels: int64 class labels of shape ``(N_valid,)``, where labels exist.
     :param test_labels: int64 class labels of shape ``(N_test,)``, where labels exist.
+    :param train_transform: ``None`` (the default: train on :attr:`train` as it is), or a
+        function a training loop applies to every training minibatch before use. Dynamic
+        binarization (``load_dataset(..., binarize="dynamic")``) sets it to
+        :func:`ppl_vae.data.binarize.sample_bernoulli`: :attr:`train` then holds grey levels
+        ``p`` in [0, 1] and each call draws fresh 0/1 pixels ``x ~ Bernoulli(p)``. Only the
+        training split is transformed; ``valid`` and ``test`` are fixed data.
     :raises DataError: if the splits or labels disagree with the shapes given.
     """
 
@@ -54,9 +61,15 @@ class Dataset:
     train_labels: torch.Tensor | None = None
     valid_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
+        if self.train_transform is not None and not callable(self.train_transform):
+            raise DataError(
+                f"dataset {self.name!r}: train_transform must be callable or None, got "
+                f"{type(self.train_transform).__name__}"
+            )
         if self.image_shape is not None and math.prod(self.image_shape) != math.prod(shape):
             raise DataError(
                 f"dataset {self.name!r}: image_shape {self.image_shape} does not hold "
@@ -99,5 +112,7 @@ class Dataset:
             f"Dataset(name={self.name!r}, {sizes}, data_shape={self.data_shape}, "
             f"image_shape={self.image_shape}, max_value={self.max_value}, "
             f"default_likelihood={self.default_likelihood!r}, labels={self.has_labels}, "
-            f"source={self.source!r})"
+            f"source={self.source!r}"
+            + ("" if self.train_transform is None else ", train_transform=...")
+            + ")"
         )
