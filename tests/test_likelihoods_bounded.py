@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.likelihoods import LIKELIHOODS
 from models.likelihoods.base import Likelihood
 from models.likelihoods.beta import BetaLikelihood
-from models.likelihoods.categorical import CategoricalLikelihood
 from models.likelihoods.continuous_bernoulli import ContinuousBernoulliLikelihood
 from models.likelihoods.discretized_logistic import DiscretizedLogisticLikelihood
 
@@ -40,12 +40,7 @@ CASES: dict[str, tuple[dict, Callable[[tuple[int, ...]], torch.Tensor]]] = {
     "discretized_logistic": ({"num_components": 3, "num_bins": 256}, _bytes),
 }
 
-CLASSES: dict[str, type[Likelihood]] = {
-    "continuous_bernoulli": ContinuousBernoulliLikelihood,
-    "beta": BetaLikelihood,
-    "categorical": CategoricalLikelihood,
-    "discretized_logistic": DiscretizedLogisticLikelihood,
-}
+CLASSES: dict[str, type[Likelihood]] = {name: LIKELIHOODS[name] for name in CASES}
 
 
 def _make(name: str, data_shape: tuple[int, ...] = (6,), **overrides) -> Likelihood:

@@ -15,6 +15,7 @@ from pyro.infer import Trace_ELBO
 
 from guides import DiagonalNormalGuide, MLPEncoder
 from models import VAE, MLPDecoder, StandardNormalPrior
+from models.likelihoods import LIKELIHOODS
 from models.likelihoods.base import Likelihood
 from models.likelihoods.laplace import LaplaceLikelihood
 from models.likelihoods.negative_binomial import NegativeBinomialLikelihood
@@ -41,14 +42,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[tuple[int, ...]], torch.Tensor]
 }
 
 #: The class each registry name will map to in ``LIKELIHOODS``.
-CLASSES: dict[str, type[Likelihood]] = {
-    "normal_fixed": FixedNormalLikelihood,
-    "normal_heteroscedastic": HeteroscedasticNormalLikelihood,
-    "laplace": LaplaceLikelihood,
-    "student_t": StudentTLikelihood,
-    "poisson": PoissonLikelihood,
-    "negative_binomial": NegativeBinomialLikelihood,
-}
+CLASSES: dict[str, type[Likelihood]] = {name: LIKELIHOODS[name] for name in CASES}
 
 PARAMS_PER_ELEMENT = {name: 1 for name in CLASSES} | {"normal_heteroscedastic": 2}
 #: The likelihood's own learned parameters (besides the decoder's).

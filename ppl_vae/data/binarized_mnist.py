@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import shutil
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from ppl_vae.atomic import atomic_open
 from ppl_vae.data.dataset import SPLITS, Dataset
+from ppl_vae.data.npz import read_npz_arrays
 from ppl_vae.data.paths import resolve_data_dir
 from ppl_vae.errors import DataError, DatasetNotFoundError
 
@@ -104,23 +104,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     :raises DataError: naming the file, if it is unreadable, lacks a split, or holds anything
         but 0/1 rows of one square feature count.
     """
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: expected an .npz archive of arrays {list(SPLITS)}")
-    with archive:
-        missing = [split for split in SPLITS if split not in archive.files]
-        if missing:
-            raise DataError(
-                f"{path}: missing array(s) {missing}; expected {list(SPLITS)}, "
-                f"found {archive.files}"
-            )
-        try:
-            arrays = {split: np.asarray(archive[split]) for split in SPLITS}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    arrays = read_npz_arrays(path, SPLITS)
     return {split: _check_binary(arrays[split], path, f"array {split!r}") for split in SPLITS}
 
 

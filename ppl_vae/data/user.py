@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from ppl_vae.data.binarize import binarize_dataset, check_binarize
 from ppl_vae.data.dataset import SPLITS, Dataset
+from ppl_vae.data.npz import read_npz_arrays
 from ppl_vae.data.splits import split_indices
 from ppl_vae.errors import ConfigError, DataError, DatasetNotFoundError, UnknownNameError
 
@@ -130,20 +130,6 @@ def _read_npy(path: Path) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise DataError(f"{path}: expected a single array in the .npy file")
     return array
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: expected an .npz archive of arrays")
-    with archive:
-        try:
-            return {key: np.asarray(archive[key]) for key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise DataError(f"{path}: not a readable .npz file ({error})") from error
 
 
 def _is_number(cell: str) -> bool:
@@ -453,7 +439,7 @@ def load_user_data(
             _check_finite(data, path, _index_locator())
             given = None
         else:
-            archive = _read_npz(path)
+            archive = read_npz_arrays(path)
             if not archive:
                 raise DataError(f"{path}: the archive holds no arrays")
             if all(split in archive for split in SPLITS):
