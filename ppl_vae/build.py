@@ -143,6 +143,11 @@ def build_vae(spec: ModelSpec) -> tuple[VAE, Any]:
     prior_class = lookup(PRIORS, spec.prior, "prior")
     prior_options = dict(spec.prior_options)
     if getattr(prior_class, "needs_encoder", False):  # e.g. the VampPrior
+        given = sorted({"encoder", "data_shape"} & prior_options.keys())
+        if given:
+            raise ConfigError(
+                f"prior {spec.prior!r} takes {given} from the model itself; remove the option"
+            )
         prior_options.update(encoder=encoder, data_shape=spec.data_shape)
         prior_options.setdefault("input_max", 1.0 / spec.input_scale)  # data's value range
     prior = _construct("prior", spec.prior, prior_class, spec.latent_dim, **prior_options)

@@ -14,7 +14,7 @@ from guides import GUIDES
 from models import ACTIVATIONS, LIKELIHOODS, PRIORS
 from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.data import DATASETS, default_data_dir
-from ppl_vae.errors import PplVaeError
+from ppl_vae.errors import ConfigError, PplVaeError
 from ppl_vae.run import RunConfig, evaluate_run, train_run
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -64,7 +64,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _column(text: str) -> str | int:
-    return int(text) if text.isdigit() else text
+    try:
+        return int(text)  # an index; negative ones count from the end
+    except ValueError:
+        return text
 
 
 def _default(name: str) -> str:
@@ -264,6 +267,11 @@ def _report(summary: dict[str, Any]) -> str:
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """RunConfig settings: the config file's, overridden by the flags actually given."""
     settings = read_config_file(args.config) if args.config else {}
+    if "model" in settings:
+        raise ConfigError(
+            "'model' is written by ppl-vae into a run's config.json; set likelihood, prior, "
+            "latent_dim, hidden, ... instead"
+        )
     for flags, _ in _TRAIN_OPTIONS:
         name = flags[0].lstrip("-").replace("-", "_")
         value = getattr(args, name)
@@ -277,7 +285,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("likelihood_options", args.likelihood_option),
         ("prior_options", args.prior_option),
     ):
-        options = dict(settings.get(key, {}))
+        options = settings.get(key, {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{key} must be a table of option = value, got {options!r}")
+        options = dict(options)
         options.update(parse_option(text) for text in texts)
         settings[key] = options
     if args.total_count is not None:

@@ -97,14 +97,56 @@ class RunConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"unknown run settings {unknown}; known settings: {known}")
-        for key in ("likelihood_options", "prior_options"):
-            if not isinstance(data.get(key, {}), dict):
-                raise ConfigError(f"{key} must be a table of option = value")
+        for key, value in data.items():
+            if key in _SETTING_CHECKS and (key not in _OPTIONAL or value is not None):
+                accepts, what = _SETTING_CHECKS[key]
+                if not accepts(value):
+                    raise ConfigError(f"setting {key} must be {what}, got {value!r}")
         if data.get("model") is not None:
             data["model"] = ModelSpec.from_dict(data["model"])
         if "hidden" in data:
             data["hidden"] = tuple(data["hidden"])
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _at_least(minimum: int):
+    return lambda value: _is_int(value) and value >= minimum
+
+
+#: Checks of settings read from config files (flags are checked by argparse), so a bad
+#: value fails before training, never with a traceback or after hours of work.
+_SETTING_CHECKS: dict[str, tuple[Any, str]] = {
+    "dataset": (lambda v: isinstance(v, str), "a dataset name"),
+    "data_dir": (lambda v: isinstance(v, str), "a path"),
+    "download": (lambda v: isinstance(v, bool), "true or false"),
+    "data": (lambda v: isinstance(v, str), "a path"),
+    "channels": (lambda v: isinstance(v, str), '"grey" or "rgb"'),
+    "label_column": (lambda v: isinstance(v, str) or _is_int(v), "a column name or index"),
+    "binarize": (lambda v: isinstance(v, str), '"static" or "dynamic"'),
+    "likelihood": (lambda v: isinstance(v, str), "a likelihood name"),
+    "likelihood_options": (lambda v: isinstance(v, dict), "a table of option = value"),
+    "prior": (lambda v: isinstance(v, str), "a prior name"),
+    "prior_options": (lambda v: isinstance(v, dict), "a table of option = value"),
+    "latent_dim": (_at_least(1), "a positive integer"),
+    "hidden": (
+        lambda v: isinstance(v, list | tuple) and len(v) > 0 and all(_at_least(1)(h) for h in v),
+        "a non-empty list of positive integers, e.g. [256, 256]",
+    ),
+    "activation": (lambda v: isinstance(v, str), "an activation name"),
+    "guide": (lambda v: isinstance(v, str), "a guide name"),
+    "epochs": (_at_least(0), "an integer >= 0"),
+    "batch_size": (_at_least(1), "a positive integer"),
+    "lr": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "> 0"),
+    "seed": (_is_int, "an integer"),
+    "num_samples": (_at_least(1), "a positive integer"),
+    "chunk_size": (_at_least(1), "a positive integer"),
+    "model": (lambda v: isinstance(v, dict), "the model table of a run's config.json"),
+}
+_OPTIONAL = {"data_dir", "data", "label_column", "binarize", "likelihood", "model"}
 
 
 def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
@@ -161,6 +203,11 @@ def train_run(
     out = Path(out_dir)
     if config.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
+    config = replace(  # a run directory must work from any working directory
+        config,
+        data=None if config.data is None else str(Path(config.data).resolve()),
+        data_dir=None if config.data_dir is None else str(Path(config.data_dir).resolve()),
+    )
     dataset = _load_data(config)
     config = replace(config, model=model_spec_for(config, dataset))
     if _needs_grey_levels(config.model.likelihood, dataset):
@@ -267,7 +314,12 @@ def evaluate_run(
         loaded = grey_levels_dataset(loaded)
     k = num_samples or config.num_samples
     s = config.seed if seed is None else seed
-    summary = _evaluate(model, guide, loaded.split(split), k, s, config.chunk_size)
+    data = loaded.split(split)
+    if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            data = loaded.train_transform(data)
+    summary = _evaluate(model, guide, data, k, s, config.chunk_size)
     summary.update(dataset=loaded.name, split=split, epoch=int(payload["epoch"]), seed=s)
     metrics.setdefault("evaluations", []).append(summary)
     write_json(metrics_path, metrics)

@@ -112,3 +112,89 @@ def test_cli_reports_a_bad_config_cleanly(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.startswith("ppl-vae: error: unknown run settings ['latnt']")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("hidden = 8", "setting hidden must be a non-empty list of positive integers"),
+        ('hidden = "256,256"', "setting hidden must be a non-empty list"),
+        ("hidden = []", "setting hidden must be a non-empty list"),
+        ('epochs = "x"', "setting epochs must be an integer >= 0"),
+        ("epochs = 1.5", "setting epochs must be an integer >= 0"),
+        ('lr = "fast"', "setting lr must be > 0"),
+        ("num_samples = 0", "setting num_samples must be a positive integer"),
+        ("chunk_size = 0", "setting chunk_size must be a positive integer"),
+        ("likelihood_options = 5", "likelihood_options must be a table of option = value"),
+        ("model = {}", "'model' is written by ppl-vae"),
+    ],
+)
+def test_bad_config_values_fail_before_training(tmp_path, capsys, line, message):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_label_column_index_may_be_negative():
+    args = _args("--label-column", "-1")
+    assert settings_from(args)["label_column"] == -1
+    assert settings_from(_args("--label-column", "kind"))["label_column"] == "kind"
+
+
+def test_vamp_encoder_option_is_refused():
+    from ppl_vae.build import ModelSpec, build_vae
+
+    spec = ModelSpec(data_shape=(4,), prior="vamp", prior_options={"data_shape": [4]})
+    with pytest.raises(ConfigError, match="takes \\['data_shape'\\] from the model itself"):
+        build_vae(spec)
+
+
+def test_runs_on_own_data_work_from_any_directory(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.save("counts.npy", np.random.default_rng(0).poisson(2.0, size=(40, 3)))
+    small = [
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "2",
+        "--num-samples",
+        "3",
+        "--no-progress",
+    ]
+    assert main(["train", "--data", "counts.npy", *small, "--out", "run"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"] == str(tmp_path / "counts.npy")
+    monkeypatch.chdir("/")
+    assert main(["evaluate", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+
+
+def test_evaluate_train_split_of_a_dynamically_binarized_run(tmp_path, capsys):
+    small = [
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "2",
+        "--num-samples",
+        "3",
+        "--batch-size",
+        "256",
+        "--no-progress",
+    ]
+    out = tmp_path / "run"
+    assert main(["train", "--binarize", "dynamic", *small, "--out", str(out)]) == 0
+    code = main(["evaluate", str(out), "--split", "train"])
+    assert code == 0, capsys.readouterr().err
+    again = main(["evaluate", str(out), "--split", "train"])
+    assert again == 0
+    evaluations = json.loads((out / "metrics.json").read_text())["evaluations"]
+    assert evaluations[0]["log_likelihood"] == evaluations[1]["log_likelihood"]  # seeded
