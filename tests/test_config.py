@@ -12,6 +12,7 @@ from ppl_vae.cli import settings_from_args as settings_from
 from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.errors import ConfigError
 from ppl_vae.run import RunConfig
+from tests.test_cli_zoo import SMALL
 
 TOML = """
 dataset = "digits"
@@ -158,18 +159,7 @@ def test_runs_on_own_data_work_from_any_directory(tmp_path, capsys, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     np.save("counts.npy", np.random.default_rng(0).poisson(2.0, size=(40, 3)))
-    small = [
-        "--epochs",
-        "1",
-        "--hidden",
-        "8",
-        "--latent-dim",
-        "2",
-        "--num-samples",
-        "3",
-        "--no-progress",
-    ]
-    assert main(["train", "--data", "counts.npy", *small, "--out", "run"]) == 0
+    assert main(["train", "--data", "counts.npy", *SMALL, "--out", "run"]) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"] == str(tmp_path / "counts.npy")
     monkeypatch.chdir("/")
@@ -177,21 +167,8 @@ def test_runs_on_own_data_work_from_any_directory(tmp_path, capsys, monkeypatch)
 
 
 def test_evaluate_train_split_of_a_dynamically_binarized_run(tmp_path, capsys):
-    small = [
-        "--epochs",
-        "1",
-        "--hidden",
-        "8",
-        "--latent-dim",
-        "2",
-        "--num-samples",
-        "3",
-        "--batch-size",
-        "256",
-        "--no-progress",
-    ]
     out = tmp_path / "run"
-    assert main(["train", "--binarize", "dynamic", *small, "--out", str(out)]) == 0
+    assert main(["train", "--binarize", "dynamic", *SMALL, "--out", str(out)]) == 0
     code = main(["evaluate", str(out), "--split", "train"])
     assert code == 0, capsys.readouterr().err
     again = main(["evaluate", str(out), "--split", "train"])
