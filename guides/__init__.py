@@ -2,8 +2,11 @@
 models/."""
 
 from guides.amortized import AmortizedGuide, make_guide
-from guides.encoders import ENCODERS, MLPEncoder
+from guides.conditional import ConditionalGuide
+from guides.encoders import ENCODERS, ConvEncoder, MLPEncoder
 from guides.families import FAMILIES, DiagonalNormal, Family
+from guides.family_factory import make_family
+from guides.hierarchical import HierarchicalGuide
 from guides.normal import DiagonalNormalGuide
 from guides.registry import GUIDES
 
@@ -12,9 +15,13 @@ __all__ = [
     "FAMILIES",
     "GUIDES",
     "AmortizedGuide",
+    "ConditionalGuide",
+    "ConvEncoder",
     "DiagonalNormal",
     "DiagonalNormalGuide",
     "Family",
+    "HierarchicalGuide",
     "MLPEncoder",
+    "make_family",
     "make_guide",
 ]

@@ -7,7 +7,6 @@ the distribution of z. The family is what ``--guide NAME`` picks.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pyro
@@ -18,6 +17,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from guides.families import FAMILIES, Family
+from guides.family_factory import make_family
 
 __all__ = ["AmortizedGuide", "make_guide"]
 
@@ -54,16 +54,9 @@ def make_guide(family: str, encoder: nn.Module, site: str = "z", **options: Any)
     """An :class:`AmortizedGuide` of the family registered as ``family``, sized from the
     encoder's ``latent_dim`` and ``feature_dim``.
 
-    :raises ValueError: for an option the family does not take (the message lists its
-        options).
+    :raises ValueError: for an unknown family or an option it does not take (the message
+        lists its options).
     """
-    family_class = FAMILIES[family]
-    accepted = list(inspect.signature(family_class).parameters)[2:]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"guide {family!r} has no option {unknown[0]!r}; its options are {accepted}"
-        )
     return AmortizedGuide(
-        encoder, family_class(encoder.latent_dim, encoder.feature_dim, **options), site=site
+        encoder, make_family(family, encoder.latent_dim, encoder.feature_dim, **options), site
     )

@@ -1,16 +1,23 @@
-"""Encoder networks: map a datapoint to the parameters of q(z | x)."""
+"""Encoder networks: map a datapoint to the parameters of q(z | x).
+
+Every encoder has two stages, so guide families richer than the diagonal Normal can reuse
+the network: ``features(x)`` maps ``x`` to the last hidden layer ``h(x)`` (``feature_dim``
+numbers) and ``gaussian(h)`` maps ``h`` to ``(loc, scale)``; ``forward(x) ==
+gaussian(features(x))``. Each also has ``data_shape``, ``latent_dim`` and the buffer
+``input_scale``.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.networks import mlp
+from models.networks import check_activation, check_image_shape, halved_sizes, loc_and_scale, mlp
 
-__all__ = ["ENCODERS", "MLPEncoder"]
+__all__ = ["ENCODERS", "ConvEncoder", "MLPEncoder"]
 
 
 class MLPEncoder(nn.Module):
@@ -54,12 +61,78 @@ class MLPEncoder(nn.Module):
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the diagonal Normal from the features ``h``."""
-        loc, raw_scale = self.net[-1](h).chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + self.min_scale
+        return loc_and_scale(self.net[-1](h), self.min_scale)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.gaussian(self.features(x))
 
 
-#: Encoders by name; each is ``ENCODERS[name](data_shape, latent_dim, **options)``.
-ENCODERS: dict[str, type[nn.Module]] = {"mlp": MLPEncoder}
+class ConvEncoder(nn.Module):
+    r"""A convolutional encoder for images of shape ``image_shape = (C, H, W)``.
+
+    A stack of stride-2 convolutions (kernel 3, padding 1; ``channels`` e.g. 32 then 64)
+    halves the resolution at each layer, :math:`H \to \lceil H/2 \rceil`; the flattened
+    feature map goes through a dense network with ``hidden`` layers whose last layer is the
+    features ``h(x)``, and a linear layer gives ``(loc, scale)`` as in :class:`MLPEncoder`
+    (same ``input_scale``, same softplus scale with floor ``min_scale``).
+
+    Datapoints may come flat (``data_shape = (C*H*W,)``, as the datasets store them, in
+    ``(C, H, W)`` order) or as images (``data_shape = (C, H, W)``); leading batch dimensions
+    ``(K, N, ...)`` are flattened into one for the convolutions and restored.
+
+    :param image_shape: ``(C, H, W)``; required unless ``data_shape`` is itself 3-D.
+    :param channels: output channels of the convolutions, one stride-2 layer each.
+    """
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        latent_dim: int,
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+        input_scale: float = 1.0,
+        min_scale: float = 1e-4,
+        *,
+        image_shape: Sequence[int] | None = None,
+        channels: Sequence[int] = (32, 64),
+    ) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        if image_shape is None and len(self.data_shape) == 3:
+            image_shape = self.data_shape
+        self.image_shape = check_image_shape(image_shape, math.prod(self.data_shape), who="encoder")
+        channels = tuple(int(c) for c in channels)
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be one or more positive sizes, got {channels}")
+        act = check_activation(activation)
+        self.latent_dim = latent_dim
+        self.min_scale = float(min_scale)
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip((self.image_shape[0], *channels[:-1]), channels, strict=True):
+            layers += [nn.Conv2d(n_in, n_out, 3, stride=2, padding=1), act()]
+        self.conv = nn.Sequential(*layers)
+        height = halved_sizes(self.image_shape[1], len(channels))[-1]
+        width = halved_sizes(self.image_shape[2], len(channels))[-1]
+        self.conv_features = channels[-1] * height * width
+        self.net = mlp(self.conv_features, hidden, 2 * latent_dim, activation)
+        self.feature_dim = int(hidden[-1]) if len(hidden) else self.conv_features
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer ``h(x)``, shape ``(..., feature_dim)``."""
+        batch = x.shape[: x.dim() - len(self.data_shape)]
+        images = x.reshape(batch.numel(), *self.image_shape) * self.input_scale.to(x.dtype)
+        maps = self.conv(images)
+        return self.net[:-1](maps.reshape(*batch, self.conv_features))
+
+    def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of the diagonal Normal from the features ``h``."""
+        return loc_and_scale(self.net[-1](h), self.min_scale)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gaussian(self.features(x))
+
+
+#: Encoders by name; each is ``ENCODERS[name](data_shape, latent_dim, **options)``; the
+#: ``"conv"`` encoder also takes the keyword ``image_shape=(C, H, W)``.
+ENCODERS: dict[str, type[nn.Module]] = {"mlp": MLPEncoder, "conv": ConvEncoder}

@@ -1,6 +1,8 @@
 """Ground floor: generative programs p(z) p(x|z) and their parts. Imports torch and pyro only."""
 
-from models.decoders import DECODERS, MLPDecoder
+from models.conditional import ConditionalVAE, check_labels, one_hot
+from models.decoders import DECODERS, ConvDecoder, MLPDecoder
+from models.hierarchical import HierarchicalVAE
 from models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -8,7 +10,8 @@ from models.likelihoods import (
     Likelihood,
     NormalLikelihood,
 )
-from models.networks import ACTIVATIONS, mlp
+from models.masking import mask_datapoints, split_mask
+from models.networks import ACTIVATIONS, GaussianMLP, mlp
 from models.priors import PRIORS, StandardNormalPrior
 from models.vae import VAE
 
@@ -20,9 +23,17 @@ __all__ = [
     "VAE",
     "BernoulliLikelihood",
     "BinomialLikelihood",
+    "ConditionalVAE",
+    "ConvDecoder",
+    "GaussianMLP",
+    "HierarchicalVAE",
     "Likelihood",
     "MLPDecoder",
     "NormalLikelihood",
     "StandardNormalPrior",
+    "check_labels",
+    "mask_datapoints",
     "mlp",
+    "one_hot",
+    "split_mask",
 ]

@@ -9,16 +9,14 @@ site ``"x"``.
 
 from __future__ import annotations
 
-import contextlib
-
 import pyro
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from models.likelihoods import Likelihood
+from models.masking import mask_datapoints, split_mask
 
 __all__ = ["VAE"]
 
@@ -64,15 +62,10 @@ class VAE(PyroModule):
             from the likelihood) or of ``x``'s shape (drop single elements: the model then
             scores only the observed elements, log p(x_observed | z)).
         """
-        datapoint_mask, feature_mask = _split_mask(mask, x)
+        datapoint_mask, feature_mask = split_mask(mask, x)
         with pyro.plate("data", x.shape[0], dim=-1):
             z = pyro.sample("z", self.prior())
-            masking = (
-                poutine.mask(mask=datapoint_mask)
-                if datapoint_mask is not None
-                else contextlib.nullcontext()
-            )
-            with masking:
+            with mask_datapoints(datapoint_mask):
                 pyro.sample("x", self.decode(z, feature_mask), obs=x)
         return z
 
@@ -82,19 +75,3 @@ class VAE(PyroModule):
         z = self.prior().sample((num_samples,))
         px = self.decode(z)
         return z, px.mean, px.sample()
-
-
-def _split_mask(
-    mask: torch.Tensor | None, x: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    if mask is None:
-        return None, None
-    mask = torch.as_tensor(mask, dtype=torch.bool, device=x.device)
-    if mask.shape == x.shape[:1]:
-        return mask, None
-    if mask.shape == x.shape:
-        return None, mask
-    raise ValueError(
-        f"mask must have shape {tuple(x.shape[:1])} (per datapoint) or {tuple(x.shape)} "
-        f"(per element), got {tuple(mask.shape)}"
-    )

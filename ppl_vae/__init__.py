@@ -5,7 +5,7 @@ model/guide pair keeping the contract ``model(x, mask=None)``, ``guide(x, mask=N
 per-datapoint sites in ``pyro.plate("data", N)``, observed site ``"x"``.
 """
 
-from ppl_vae.build import ModelSpec, build_vae
+from ppl_vae.build import ARCHITECTURES, ModelSpec, build_vae
 from ppl_vae.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from ppl_vae.data import DATASETS, Dataset, load_dataset
 from ppl_vae.errors import (
@@ -19,13 +19,18 @@ from ppl_vae.errors import (
     UnknownNameError,
 )
 from ppl_vae.estimators import LogLikelihoodEstimate, elbo, log_likelihood
-from ppl_vae.importance import iter_log_weights, log_importance_weights
+from ppl_vae.importance import iter_log_weights, log_importance_weights, trace_log_weights
+from ppl_vae.kl_scaling import ScaleLatents, kl_warmup, scale_latents
+from ppl_vae.objectives import OBJECTIVES, build_objective
 from ppl_vae.training import EpochRecord, FitResult, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARCHITECTURES",
     "DATASETS",
+    "OBJECTIVES",
+    "ScaleLatents",
     "CheckpointError",
     "ConfigError",
     "ContractError",
@@ -39,14 +44,18 @@ __all__ = [
     "PplVaeError",
     "TrainingDivergedError",
     "UnknownNameError",
+    "build_objective",
     "build_vae",
     "elbo",
     "fit",
     "iter_log_weights",
+    "kl_warmup",
     "load_checkpoint",
     "load_dataset",
     "log_importance_weights",
     "log_likelihood",
     "restore_checkpoint",
     "save_checkpoint",
+    "scale_latents",
+    "trace_log_weights",
 ]

@@ -10,11 +10,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from guides import GUIDES
-from models import ACTIVATIONS, LIKELIHOODS, PRIORS
+from guides import ENCODERS, GUIDES
+from models import ACTIVATIONS, DECODERS, LIKELIHOODS, PRIORS
+from ppl_vae.build import ARCHITECTURES
 from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.data import DATASETS, default_data_dir
 from ppl_vae.errors import ConfigError, PplVaeError
+from ppl_vae.objectives import OBJECTIVES
 from ppl_vae.run import RunConfig, evaluate_run, train_run
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -112,8 +114,24 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--prior",), {"choices": sorted(PRIORS), "help": f"p(z) (default: {_default('prior')})"}),
     (
+        ("--architecture",),
+        {
+            "choices": sorted(ARCHITECTURES),
+            "help": "vae (z -> x), hierarchical (z2 -> z1 -> x) or conditional (p(x|z,y), "
+            f"needs labels) (default: {_default('architecture')})",
+        },
+    ),
+    (
         ("--latent-dim",),
-        {"type": _positive_int, "help": f"dimension of z (default: {_default('latent_dim')})"},
+        {
+            "type": _positive_int,
+            "help": "dimension of z, or of z1 when hierarchical "
+            f"(default: {_default('latent_dim')})",
+        },
+    ),
+    (
+        ("--top-latent-dim",),
+        {"type": _positive_int, "help": "dimension of z2 when hierarchical (default: latent-dim)"},
     ),
     (
         ("--hidden",),
@@ -129,7 +147,51 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": f"activation of encoder and decoder (default: {_default('activation')})",
         },
     ),
-    (("--guide",), {"choices": sorted(GUIDES), "help": f"q(z|x) (default: {_default('guide')})"}),
+    (
+        ("--encoder",),
+        {"choices": sorted(ENCODERS), "help": f"encoder network (default: {_default('encoder')})"},
+    ),
+    (
+        ("--decoder",),
+        {"choices": sorted(DECODERS), "help": f"decoder network (default: {_default('decoder')})"},
+    ),
+    (
+        ("--guide",),
+        {
+            "choices": sorted(GUIDES),
+            "help": f"posterior family of q(z|x) (default: {_default('guide')})",
+        },
+    ),
+    (
+        ("--objective",),
+        {
+            "choices": sorted(OBJECTIVES),
+            "help": f"training objective (default: {_default('objective')})",
+        },
+    ),
+    (
+        ("--beta",),
+        {
+            "type": float,
+            "help": "scale of the latent sites (beta-VAE; reported ELBOs stay beta = 1) "
+            f"(default: {_default('beta')})",
+        },
+    ),
+    (
+        ("--warmup-epochs",),
+        {
+            "type": _non_negative_int,
+            "help": "KL warm-up: beta rises linearly from --warmup-start to --beta over these "
+            f"epochs (default: {_default('warmup_epochs')})",
+        },
+    ),
+    (
+        ("--warmup-start",),
+        {
+            "type": float,
+            "help": f"beta at epoch 1 of a warm-up (default: {_default('warmup_start')})",
+        },
+    ),
     (
         ("--epochs",),
         {
@@ -180,11 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a VAE and report test ELBO, log p(x) and the gap",
-        description="Train a VAE by SVI (Trace_ELBO), checkpoint every epoch into the run "
-        "directory, then print the test ELBO, the importance-sampled test log p(x) and the "
-        "gap, in nats per datapoint. With no arguments: the digits data, Binomial(16) "
-        "likelihood, under a minute on 2 cores. Settings come from the defaults, then "
-        "--config FILE, then the flags given.",
+        description="Train a VAE by SVI (Trace_ELBO unless --objective), checkpoint every "
+        "epoch into the run directory, then print the test ELBO, the importance-sampled "
+        "test log p(x) and the gap, in nats per datapoint. With no arguments: the digits "
+        "data, Binomial(16) likelihood, under a minute on 2 cores. Settings come from the "
+        "defaults, then --config FILE, then the flags given.",
     )
     train.add_argument(
         "--config", default=None, metavar="FILE", help="TOML file of run settings (see README)"
@@ -205,6 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="an option of the prior, e.g. num_components=10 (repeatable)",
+    )
+    train.add_argument(
+        "--guide-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the guide family, e.g. num_flows=4 (repeatable)",
+    )
+    train.add_argument(
+        "--objective-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the objective, e.g. alpha=0.5 (repeatable)",
+    )
+    train.add_argument(
+        "--num-particles",
+        type=_positive_int,
+        default=None,
+        help="particles K of the objective, e.g. --objective iwae --num-particles 50",
     )
     train.add_argument(
         "--total-count",
@@ -245,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["train", "valid", "test"],
         help="which split to evaluate (default: %(default)s)",
     )
+    evaluate.add_argument(
+        "--num-data",
+        type=_positive_int,
+        default=None,
+        help="evaluate this many datapoints, evenly spaced through the split (default: all)",
+    )
     _add_data_options(evaluate)
     return parser
 
@@ -284,6 +372,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key, texts in (
         ("likelihood_options", args.likelihood_option),
         ("prior_options", args.prior_option),
+        ("guide_options", args.guide_option),
+        ("objective_options", args.objective_option),
     ):
         options = settings.get(key, {})
         if not isinstance(options, dict):
@@ -293,6 +383,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings[key] = options
     if args.total_count is not None:
         settings["likelihood_options"]["total_count"] = args.total_count
+    if args.num_particles is not None:
+        settings["objective_options"]["num_particles"] = args.num_particles
     return settings
 
 
@@ -314,6 +406,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         download=args.download,
         split=args.split,
+        num_data=args.num_data,
     )
     print(_report(summary).replace("test ", f"{args.split} "))
 

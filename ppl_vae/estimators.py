@@ -32,7 +32,7 @@ import torch
 
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE, iter_log_weights
 from ppl_vae.params import claim_param_names
-from ppl_vae.validation import module_dtype_device, validate_data
+from ppl_vae.validation import module_dtype_device, validate_data, validate_labels
 
 __all__ = ["LogLikelihoodEstimate", "elbo", "log_likelihood", "summarize_log_weights"]
 
@@ -92,13 +92,17 @@ def summarize_log_weights(log_w: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _prepare(model: Callable, guide: Callable, x: Any, mask: Any) -> tuple[torch.Tensor, Any]:
+def _prepare(
+    model: Callable, guide: Callable, x: Any, mask: Any, y: Any
+) -> tuple[torch.Tensor, Any, Any]:
     claim_param_names(model, guide)
     dtype, device = module_dtype_device(model, guide)
     x = validate_data(x, model, dtype=dtype, device=device)
     if mask is not None:
         mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
-    return x, mask
+    if y is not None:
+        y = validate_labels(y, x.shape[0], model, device=device)
+    return x, mask, y
 
 
 def log_likelihood(
@@ -108,6 +112,7 @@ def log_likelihood(
     *,
     num_samples: int = 1000,
     mask: Any = None,
+    y: Any = None,
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> LogLikelihoodEstimate:
@@ -115,14 +120,16 @@ def log_likelihood(
 
     :param num_samples: importance samples K per datapoint.
     :param mask: optional boolean mask passed to model and guide (see :class:`models.VAE`).
+    :param y: class labels ``(N,)`` for conditional programs, passed as the keyword ``y``;
+        the estimate is then of :math:`\\log p(x \\mid y)`.
     :param seed: fixes the draws; results do not depend on ``chunk_size`` or on which other
         datapoints are in ``x``.
     :param chunk_size: bound on (particle, datapoint) pairs per vectorized pass (memory).
     """
-    x, mask = _prepare(model, guide, x, mask)
+    x, mask, y = _prepare(model, guide, x, mask, y)
     parts: dict[str, list[torch.Tensor]] = {}
     for _, log_w in iter_log_weights(
-        model, guide, x, num_samples=num_samples, mask=mask, seed=seed, chunk_size=chunk_size
+        model, guide, x, num_samples=num_samples, mask=mask, y=y, seed=seed, chunk_size=chunk_size
     ):
         for key, value in summarize_log_weights(log_w).items():
             parts.setdefault(key, []).append(value.cpu())
@@ -137,13 +144,14 @@ def elbo(
     *,
     num_samples: int = 1,
     mask: Any = None,
+    y: Any = None,
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Per-datapoint ELBO :math:`\\mathbb{E}_q[\\log p(x, z) - \\log q(z \\mid x)]`, estimated
     with ``num_samples`` draws each; a float64 tensor of shape ``(N,)``."""
-    x, mask = _prepare(model, guide, x, mask)
+    x, mask, y = _prepare(model, guide, x, mask, y)
     blocks = iter_log_weights(
-        model, guide, x, num_samples=num_samples, mask=mask, seed=seed, chunk_size=chunk_size
+        model, guide, x, num_samples=num_samples, mask=mask, y=y, seed=seed, chunk_size=chunk_size
     )
     return torch.cat([log_w.to(torch.float64).mean(dim=0).cpu() for _, log_w in blocks])

@@ -32,9 +32,16 @@ from pyro.poutine.util import site_is_subsample
 
 from ppl_vae.errors import ContractError
 from ppl_vae.memory import release_free_memory
+from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "iter_log_weights", "log_importance_weights", "plan_chunks"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "iter_log_weights",
+    "log_importance_weights",
+    "plan_chunks",
+    "trace_log_weights",
+]
 
 #: Default bound on (particle, datapoint) pairs evaluated in one vectorized pass. With a
 #: 784-pixel likelihood and a 200-unit decoder this keeps each pass near 100 MB per tensor.
@@ -91,13 +98,19 @@ def _site_log_prob(site: dict, num_particles: int, name_of: str) -> torch.Tensor
     return log_prob.expand(num_particles, -1) if log_prob.dim() == 2 else log_prob
 
 
-def _trace(role: str, fn: Callable, x: torch.Tensor, mask: torch.Tensor | None) -> poutine.Trace:
-    """Run ``fn(x)`` (``fn(x, mask)`` when a mask is given) under a trace; a failure inside
-    it (typically a plate or shape clash with the particles plate) becomes a
+def _trace(
+    role: str,
+    fn: Callable,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    y: torch.Tensor | None,
+) -> poutine.Trace:
+    """Run ``fn`` on ``x`` (see :func:`~ppl_vae.programs.program_args`) under a trace; a
+    failure inside it (typically a plate or shape clash with the particles plate) becomes a
     :class:`ContractError` naming the role and the cause."""
-    args = (x,) if mask is None else (x, mask)
+    args, kwargs = program_args(x, mask, y)
     try:
-        return poutine.trace(fn).get_trace(*args)
+        return poutine.trace(fn).get_trace(*args, **kwargs)
     except (ValueError, RuntimeError, IndexError, TypeError, NotImplementedError) as error:
         raise ContractError(
             f"the {role} failed when run vectorized under pyro.plate('particles', K, "
@@ -123,6 +136,7 @@ def _guide_draws(
     guide: Callable,
     x: torch.Tensor,
     mask: torch.Tensor | None,
+    y: torch.Tensor | None,
     start: int,
     num_samples: int,
     seed: int,
@@ -137,9 +151,10 @@ def _guide_draws(
         for offset in range(x.shape[0]):
             x_n = x[offset : offset + 1]
             mask_n = None if mask is None else mask[offset : offset + 1]
+            y_n = None if y is None else y[offset : offset + 1]
             _seed_generator(x.device, derive_seed(seed, start + offset))
             with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
-                traces.append(_trace("guide", guide, x_n, mask_n))
+                traces.append(_trace("guide", guide, x_n, mask_n, y_n))
     for trace in traces:
         trace.compute_log_prob()
         sites = _latent_sites(trace)
@@ -159,6 +174,7 @@ def _model_log_joint(
     model: Callable,
     x: torch.Tensor,
     mask: torch.Tensor | None,
+    y: torch.Tensor | None,
     draws: _Draws,
     start: int,
     stop: int,
@@ -170,7 +186,7 @@ def _model_log_joint(
         for name, value in draws.values.items()
     }
     with pyro.plate("particles", count, dim=_PARTICLE_DIM):
-        trace = _trace("model", poutine.condition(model, data=values), x, mask)
+        trace = _trace("model", poutine.condition(model, data=values), x, mask, y)
     trace.compute_log_prob()
     missing = sorted(_latent_sites(trace))
     if missing:
@@ -201,6 +217,7 @@ def iter_log_weights(
     *,
     num_samples: int,
     mask: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -210,7 +227,16 @@ def iter_log_weights(
     ``x`` must already be validated (see :func:`ppl_vae.validation.validate_data`). With
     ``seed=None`` a seed is drawn from torch's global generator, so ``torch.manual_seed``
     makes the call reproducible.
+
+    :param y: labels of shape ``(N,)`` for conditional programs, passed to model and guide
+        as the keyword ``y`` (log weights are then those of p(x, z | y) / q(z | x, y)).
     """
+    if y is not None:
+        y = torch.as_tensor(y, device=x.device)
+        if y.shape[:1] != x.shape[:1]:
+            raise ValueError(
+                f"y must hold one label per datapoint ({x.shape[0]}), got shape {tuple(y.shape)}"
+            )
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
     particle_chunk, data_chunk = plan_chunks(num_samples, x.shape[0], chunk_size)
@@ -218,11 +244,18 @@ def iter_log_weights(
         rows = slice(begin, min(begin + data_chunk, x.shape[0]))
         x_rows = x[rows]
         mask_rows = None if mask is None else mask[rows]
-        draws = _guide_draws(guide, x_rows, mask_rows, begin, num_samples, seed)
+        y_rows = None if y is None else y[rows]
+        draws = _guide_draws(guide, x_rows, mask_rows, y_rows, begin, num_samples, seed)
         log_p = torch.cat(
             [
                 _model_log_joint(
-                    model, x_rows, mask_rows, draws, k, min(k + particle_chunk, num_samples)
+                    model,
+                    x_rows,
+                    mask_rows,
+                    y_rows,
+                    draws,
+                    k,
+                    min(k + particle_chunk, num_samples),
                 )
                 for k in range(0, num_samples, particle_chunk)
             ]
@@ -240,6 +273,7 @@ def log_importance_weights(
     *,
     num_samples: int,
     mask: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
@@ -249,6 +283,34 @@ def log_importance_weights(
     reductions stream over :func:`iter_log_weights` instead.
     """
     blocks = iter_log_weights(
-        model, guide, x, num_samples=num_samples, mask=mask, seed=seed, chunk_size=chunk_size
+        model,
+        guide,
+        x,
+        num_samples=num_samples,
+        mask=mask,
+        y=y,
+        seed=seed,
+        chunk_size=chunk_size,
     )
     return torch.cat([log_w for _, log_w in blocks], dim=1)
+
+
+def trace_log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace) -> torch.Tensor:
+    """Log weights ``(K, N)`` from a guide trace and the model trace replayed on it, both
+    run under a particles plate of size K at dim -2 (as Pyro's vectorized ELBOs do):
+    the sum of every model sample site's log density minus the guide's latent sites', each
+    with batch shape ``(K, N)`` or ``(N,)``. The same sum as :func:`iter_log_weights`, for
+    traces made elsewhere, e.g. to check an objective on the draws it used.
+    """
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    model_sites = _sample_sites(model_trace)
+    guide_sites = list(_latent_sites(guide_trace).values())
+    shapes = [s["log_prob"].shape for s in model_sites + guide_sites]
+    num_particles = max((shape[0] for shape in shapes if len(shape) == 2), default=1)
+    log_w = 0.0
+    for site in model_sites:
+        log_w = log_w + _site_log_prob(site, num_particles, "model")
+    for site in guide_sites:
+        log_w = log_w - _site_log_prob(site, num_particles, "guide")
+    return log_w

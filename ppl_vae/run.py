@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_d
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE
+from ppl_vae.kl_scaling import beta_at, check_betas_supported, kl_warmup
+from ppl_vae.objectives import build_objective
 from ppl_vae.registry import lookup
 from ppl_vae.training import fit
-from ppl_vae.validation import validate_data
+from ppl_vae.validation import validate_data, validate_labels
 
 __all__ = [
     "CHECKPOINT",
@@ -62,10 +65,20 @@ class RunConfig:
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
     prior_options: dict[str, Any] = field(default_factory=dict)
+    architecture: str = "vae"  # "vae", "hierarchical" or "conditional"
     latent_dim: int = 16
+    top_latent_dim: int | None = None  # z2 of the hierarchical VAE (default: latent_dim)
     hidden: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    encoder: str = "mlp"
+    decoder: str = "mlp"
     guide: str = "normal"
+    guide_options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "trace_elbo"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    beta: float = 1.0  # scale of the latent sites' log densities (beta-VAE); 1 is the ELBO
+    warmup_epochs: int = 0  # KL warm-up: beta rises linearly from warmup_start over these
+    warmup_start: float = 0.0
     epochs: int = 150
     batch_size: int = 64
     lr: float = 1e-3
@@ -113,6 +126,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _at_least(minimum: int):
     return lambda value: _is_int(value) and value >= minimum
 
@@ -131,22 +148,40 @@ _SETTING_CHECKS: dict[str, tuple[Any, str]] = {
     "likelihood_options": (lambda v: isinstance(v, dict), "a table of option = value"),
     "prior": (lambda v: isinstance(v, str), "a prior name"),
     "prior_options": (lambda v: isinstance(v, dict), "a table of option = value"),
+    "architecture": (lambda v: isinstance(v, str), "an architecture name"),
     "latent_dim": (_at_least(1), "a positive integer"),
+    "top_latent_dim": (_at_least(1), "a positive integer"),
     "hidden": (
         lambda v: isinstance(v, list | tuple) and len(v) > 0 and all(_at_least(1)(h) for h in v),
         "a non-empty list of positive integers, e.g. [256, 256]",
     ),
     "activation": (lambda v: isinstance(v, str), "an activation name"),
+    "encoder": (lambda v: isinstance(v, str), "an encoder name"),
+    "decoder": (lambda v: isinstance(v, str), "a decoder name"),
     "guide": (lambda v: isinstance(v, str), "a guide name"),
+    "guide_options": (lambda v: isinstance(v, dict), "a table of option = value"),
+    "objective": (lambda v: isinstance(v, str), "an objective name"),
+    "objective_options": (lambda v: isinstance(v, dict), "a table of option = value"),
+    "beta": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "warmup_epochs": (_at_least(0), "an integer >= 0"),
+    "warmup_start": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "epochs": (_at_least(0), "an integer >= 0"),
     "batch_size": (_at_least(1), "a positive integer"),
-    "lr": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "> 0"),
+    "lr": (lambda v: _is_number(v) and v > 0, "> 0"),
     "seed": (_is_int, "an integer"),
     "num_samples": (_at_least(1), "a positive integer"),
     "chunk_size": (_at_least(1), "a positive integer"),
     "model": (lambda v: isinstance(v, dict), "the model table of a run's config.json"),
 }
-_OPTIONAL = {"data_dir", "data", "label_column", "binarize", "likelihood", "model"}
+_OPTIONAL = {
+    "data_dir",
+    "data",
+    "label_column",
+    "binarize",
+    "likelihood",
+    "model",
+    "top_latent_dim",
+}
 
 
 def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
@@ -157,11 +192,31 @@ def model_spec_for(config: RunConfig, dataset: Dataset) -> ModelSpec:
         likelihood_options=config.likelihood_options,
         prior=config.prior,
         prior_options=config.prior_options,
+        architecture=config.architecture,
         latent_dim=config.latent_dim,
+        top_latent_dim=config.top_latent_dim,
         hidden=tuple(config.hidden),
         activation=config.activation,
+        encoder=config.encoder,
+        decoder=config.decoder,
         guide=config.guide,
+        guide_options=config.guide_options,
     )
+
+
+def kl_scale_for(config: RunConfig) -> float | Callable[[int], float]:
+    """The scale of the latent sites per epoch: ``beta``, reached by a linear warm-up from
+    ``warmup_start`` over ``warmup_epochs`` epochs when those are given."""
+    if config.warmup_epochs == 0:
+        return config.beta
+    return kl_warmup(config.warmup_epochs, start=config.warmup_start, final=config.beta)
+
+
+def _labels(config: RunConfig, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """The split's labels for conditional models (which read them as ``y``), else None."""
+    if config.model is None or config.model.architecture != "conditional":
+        return None
+    return getattr(dataset, f"{split}_labels")
 
 
 def _needs_grey_levels(likelihood: str, dataset: Dataset) -> bool:
@@ -188,9 +243,17 @@ def _load_data(config: RunConfig) -> Dataset:
     )
 
 
-def _evaluate(model, guide, x: torch.Tensor, num_samples: int, seed: int, chunk_size: int):
+def _evaluate(
+    model,
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    num_samples: int,
+    seed: int,
+    chunk_size: int,
+) -> dict[str, Any]:
     estimate = log_likelihood(
-        model, guide, x, num_samples=num_samples, seed=seed, chunk_size=chunk_size
+        model, guide, x, y=y, num_samples=num_samples, seed=seed, chunk_size=chunk_size
     )
     return estimate.summary()
 
@@ -213,6 +276,10 @@ def train_run(
     if _needs_grey_levels(config.model.likelihood, dataset):
         dataset = grey_levels_dataset(dataset)
         config = replace(config, model=model_spec_for(config, dataset))
+    objective = build_objective(config.objective, **config.objective_options)
+    kl_scale = kl_scale_for(config)
+    epochs = range(1, config.epochs + 1)  # refuse what fit would refuse, before any writing
+    check_betas_supported(objective, [beta_at(kl_scale, epoch) for epoch in epochs])
     pyro.clear_param_store()
     torch.manual_seed(config.seed)
     model, guide = build_vae(config.model)
@@ -221,6 +288,9 @@ def train_run(
         if split == "train" and dataset.train_transform is not None:
             data = dataset.train_transform(data)
         validate_data(data, model, name=f"{dataset.name} {split} data")
+        labels = _labels(config, dataset, split)
+        if labels is not None:
+            validate_labels(labels, data.shape[0], model, name=f"{dataset.name} {split} labels")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, config.to_dict())
 
@@ -234,6 +304,10 @@ def train_run(
         guide,
         dataset.train,
         valid_data=dataset.valid,
+        train_labels=_labels(config, dataset, "train"),
+        valid_labels=_labels(config, dataset, "valid"),
+        elbo=objective,
+        beta=kl_scale,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -244,7 +318,15 @@ def train_run(
     )
     if config.epochs == 0:  # still leave a loadable (untrained) run behind
         save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
-    test = _evaluate(model, guide, dataset.test, config.num_samples, config.seed, config.chunk_size)
+    test = _evaluate(
+        model,
+        guide,
+        dataset.test,
+        _labels(config, dataset, "test"),
+        config.num_samples,
+        config.seed,
+        config.chunk_size,
+    )
     metrics = {"dataset": dataset.name, "training": result.as_dict(), "test": test}
     write_json(out / METRICS, metrics)
     return metrics
@@ -296,9 +378,17 @@ def evaluate_run(
     data_dir: str | None = None,
     download: bool = False,
     split: str = "test",
+    num_data: int | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a saved run on a split (of its own dataset unless another is named);
-    the result is added to the run's ``metrics.json`` under ``evaluations``."""
+    the result is added to the run's ``metrics.json`` under ``evaluations``.
+
+    :param num_data: evaluate only this many datapoints, evenly spaced through the split
+        (rows ``floor(i * N / num_data)``), e.g. to afford K = 5000 on a slow machine; the
+        spacing keeps every part of a split sorted by class represented.
+    """
+    if num_data is not None and num_data < 1:
+        raise ConfigError(f"num_data must be positive, got {num_data}")
     metrics_path = Path(run_dir) / METRICS
     metrics = _read_metrics(metrics_path)
     config, model, guide, payload = load_run(run_dir)
@@ -319,7 +409,14 @@ def evaluate_run(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
             data = loaded.train_transform(data)
-    summary = _evaluate(model, guide, data, k, s, config.chunk_size)
+    labels = _labels(config, loaded, split)
+    if labels is None and config.model.architecture == "conditional":
+        raise ConfigError(f"the conditional model needs labels; {loaded.name} has none")
+    if num_data is not None and num_data < data.shape[0]:
+        rows = torch.arange(num_data) * data.shape[0] // num_data
+        data = data[rows]
+        labels = None if labels is None else labels[rows]
+    summary = _evaluate(model, guide, data, labels, k, s, config.chunk_size)
     summary.update(dataset=loaded.name, split=split, epoch=int(payload["epoch"]), seed=s)
     metrics.setdefault("evaluations", []).append(summary)
     write_json(metrics_path, metrics)

@@ -1,7 +1,14 @@
-"""Stochastic variational inference for any model/guide pair that keeps the contract."""
+r"""Stochastic variational inference for any model/guide pair that keeps the contract.
+
+:func:`fit` minimises any Pyro objective (:mod:`ppl_vae.objectives`), optionally with the
+latent sites scaled by :math:`\beta` per epoch (:mod:`ppl_vae.kl_scaling`: the
+:math:`\beta`-VAE objective and KL warm-up), and always *reports* the plain ELBO
+(:math:`\beta = 1`) so runs with different objectives compare on one scale.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -11,39 +18,70 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import (
+    SVI,
+    JitTrace_ELBO,
+    JitTraceMeanField_ELBO,
+    Trace_ELBO,
+    TraceMeanField_ELBO,
+)
 from pyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
 
-from ppl_vae.errors import ConfigError, TrainingDivergedError
+from ppl_vae.errors import ConfigError, ContractError, TrainingDivergedError
+from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, scale_latents
 from ppl_vae.params import claim_param_names
+from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
-from ppl_vae.validation import module_dtype_device, validate_data
+from ppl_vae.validation import module_dtype_device, validate_data, validate_labels
 
 __all__ = ["EpochRecord", "FitResult", "fit", "mean_elbo"]
+
+#: Objectives whose loss is an unbiased estimate of minus the plain ELBO, so with
+#: beta = 1 the running mean of the step losses is reported as the training ELBO.
+_ELBO_ESTIMATORS = (Trace_ELBO, JitTrace_ELBO, TraceMeanField_ELBO, JitTraceMeanField_ELBO)
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One epoch of training: ELBOs are means in nats per datapoint."""
+    r"""One epoch of training; ELBOs and objectives are means in nats per datapoint.
+
+    ``train_elbo`` and ``valid_elbo`` are the plain ELBO (beta = 1) whatever was optimised
+    (see :func:`fit` for how ``train_elbo`` is measured); ``train_objective`` is minus the
+    loss SVI minimised, per datapoint and averaged over the epoch's steps (same sign as the
+    ELBO: the IWAE or Rényi bound, or the beta-objective
+    :math:`\mathbb{E}_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`); ``beta`` is the scale
+    of the latent sites during the epoch. ``train_objective`` is a running mean while the
+    parameters move, so it lags an end-of-epoch ``train_elbo``: their difference is not the
+    bound's gap. The last two default to ``None`` and ``1.0`` for records written before
+    they existed.
+    """
 
     epoch: int
     train_elbo: float
     valid_elbo: float | None
     seconds: float
     steps: int
+    train_objective: float | None = None
+    beta: float = 1.0
 
 
 @dataclass
 class FitResult:
     """What :func:`fit` returns: the per-epoch history, the objective per datapoint after
-    every step (``step_elbo``, minus the loss divided by the minibatch size), timings, and
-    the optimizer (whose state a checkpoint saves)."""
+    every step (``step_objective``: minus the step's loss divided by the minibatch size),
+    timings, and the optimizer (whose state a checkpoint saves)."""
 
     history: list[EpochRecord] = field(default_factory=list)
-    step_elbo: list[float] = field(default_factory=list)
+    step_objective: list[float] = field(default_factory=list)
     optimizer: pyro.optim.PyroOptim | None = None
     seconds: float = 0.0
+
+    @property
+    def step_elbo(self) -> list[float]:
+        """The older name of :attr:`step_objective` (the same list): per-step ELBO
+        estimates when the objective is Trace_ELBO with beta = 1, else the objective's."""
+        return self.step_objective
 
     @property
     def train_elbo(self) -> list[float]:
@@ -53,26 +91,57 @@ class FitResult:
     def valid_elbo(self) -> list[float | None]:
         return [record.valid_elbo for record in self.history]
 
+    @property
+    def train_objective(self) -> list[float | None]:
+        return [record.train_objective for record in self.history]
+
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "history": [asdict(r) for r in self.history]}
 
 
-@torch.no_grad()
+def _mean_elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    batch_size: int,
+    seed: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    loss = Trace_ELBO()
+    total = 0.0
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for begin in range(0, x.shape[0], batch_size):
+            batch = x[begin : begin + batch_size]
+            if transform is not None:
+                batch = transform(batch)
+            labels = None if y is None else y[begin : begin + batch_size]
+            args, kwargs = program_args(batch, None, labels)
+            total += loss.loss(model, guide, *args, **kwargs)
+    return -total / x.shape[0]
+
+
 def mean_elbo(
-    model: Callable, guide: Callable, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
 ) -> float:
     """Mean ELBO per datapoint of already validated ``x`` with one draw per datapoint,
     batched through Pyro's :class:`~pyro.infer.Trace_ELBO`. Draws come from a generator
     seeded by ``seed`` and the caller's random stream is left untouched, so successive
-    epochs are compared on common random numbers."""
-    loss = Trace_ELBO()
-    total = 0.0
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for begin in range(0, x.shape[0], batch_size):
-            total += loss.loss(model, guide, x[begin : begin + batch_size])
-    return -total / x.shape[0]
+    epochs are compared on common random numbers.
+
+    :param y: validated labels ``(N,)`` for conditional programs, passed as the keyword
+        ``y`` (see :func:`ppl_vae.validation.validate_labels`).
+    """
+    return _mean_elbo(model, guide, x, y, batch_size=batch_size, seed=seed)
 
 
 def _check_options(epochs: int, batch_size: int, lr: float, start_epoch: int) -> None:
@@ -82,6 +151,56 @@ def _check_options(epochs: int, batch_size: int, lr: float, start_epoch: int) ->
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     if not lr > 0:
         raise ConfigError(f"lr must be positive, got {lr}")
+
+
+def _accepts_y(fn: Callable) -> bool:
+    """Whether ``fn`` can take the keyword ``y`` (True when its signature is unknown)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind == p.VAR_KEYWORD
+        or (p.name == "y" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        for p in parameters
+    )
+
+
+def _labels(
+    model: Callable,
+    guide: Callable,
+    train_labels: Any,
+    valid_labels: Any,
+    num_train: int,
+    x_valid: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if train_labels is None:
+        if valid_labels is not None:
+            raise ConfigError("valid_labels were given without train_labels; pass both or none")
+        return None, None
+    if x_valid is None and valid_labels is not None:
+        raise ConfigError("valid_labels were given without valid_data")
+    if x_valid is not None and valid_labels is None:
+        raise ConfigError(
+            "train_labels were given, so the programs are conditional on y: pass "
+            "valid_labels for valid_data too"
+        )
+    for role, fn in (("model", model), ("guide", guide)):
+        if not _accepts_y(fn):
+            raise ContractError(
+                f"labels were given but the {role} does not take the keyword argument y; a "
+                f"conditional {role} is called as {role}(x, y=labels)"
+            )
+    y_train = validate_labels(train_labels, num_train, model, name="training labels", device=device)
+    y_valid = (
+        None
+        if x_valid is None
+        else validate_labels(
+            valid_labels, x_valid.shape[0], model, name="validation labels", device=device
+        )
+    )
+    return y_train, y_valid
 
 
 def fit(
@@ -100,10 +219,14 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[EpochRecord, pyro.optim.PyroOptim], None] | None = None,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    beta: Beta = 1.0,
+    train_labels: Any = None,
+    valid_labels: Any = None,
 ) -> FitResult:
-    """Train ``model`` and ``guide`` by SVI on minibatches of ``train_data``.
+    r"""Train ``model`` and ``guide`` by SVI on minibatches of ``train_data``.
 
-    :param elbo: the objective; Pyro's ``Trace_ELBO()`` by default.
+    :param elbo: the objective; Pyro's ``Trace_ELBO()`` by default (see
+        :func:`ppl_vae.objectives.build_objective` for the registered ones).
     :param optimizer: a Pyro optimizer; ``pyro.optim.Adam({"lr": lr})`` by default. Pass a
         restored one to continue training with its state.
     :param seed: seeds Pyro's samplers and the minibatch shuffling.
@@ -115,11 +238,29 @@ def fit(
     :param batch_transform: applied to every minibatch before the step, e.g. dynamic
         binarization (``Dataset.train_transform``); draws use torch's generator, seeded per
         epoch. The support check then runs on transformed training data.
-    :returns: a :class:`FitResult`; the training ELBO of an epoch is the mean over its
-        minibatches of the objective's per-datapoint value (for ``Trace_ELBO``, the ELBO),
-        the validation ELBO is always the plain ELBO (:func:`mean_elbo`).
+    :param beta: the scale of every latent site of model and guide during an epoch, a
+        constant or a schedule ``epoch -> beta`` over absolute 1-based epochs (e.g.
+        :func:`ppl_vae.kl_scaling.kl_warmup`), applied with
+        :class:`~ppl_vae.kl_scaling.ScaleLatents`; with Trace_ELBO the objective becomes
+        :math:`\mathbb{E}_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`. Rényi/IWAE
+        objectives accept only beta = 1.
+    :param train_labels: class labels ``(N,)`` for conditional programs, shuffled with the
+        data and passed to model and guide as the keyword ``y``; then ``valid_labels`` are
+        required with ``valid_data``.
+    :returns: a :class:`FitResult`. ``train_objective`` of an epoch is the mean over its
+        steps of minus the loss per datapoint. ``train_elbo`` is the plain ELBO: the same
+        running mean when the objective is an ELBO estimator (Trace_ELBO or
+        TraceMeanField_ELBO) and beta = 1, as it always was; otherwise the ELBO of the
+        training data after the epoch by :func:`mean_elbo` (one draw per datapoint, the
+        same seed every epoch: common random numbers; ``batch_transform`` applied with
+        fixed draws too), which costs one extra forward pass over the training data. The
+        validation ELBO is always :func:`mean_elbo`.
     """
     _check_options(epochs, batch_size, lr, start_epoch)
+    epoch_range = range(start_epoch + 1, start_epoch + epochs + 1)
+    betas = {epoch: beta_at(beta, epoch) for epoch in epoch_range}
+    loss_fn = elbo or Trace_ELBO()
+    check_betas_supported(loss_fn, betas.values())
     claim_param_names(model, guide)
     dtype, device = module_dtype_device(model, guide)
     x_train = validate_data(
@@ -136,8 +277,11 @@ def fit(
         if valid_data is None
         else validate_data(valid_data, model, name="validation data", dtype=dtype, device=device)
     )
+    y_train, y_valid = _labels(
+        model, guide, train_labels, valid_labels, x_train.shape[0], x_valid, device
+    )
     optimizer = optimizer or pyro.optim.Adam({"lr": lr})
-    svi = SVI(model, guide, optimizer, loss=elbo or Trace_ELBO())
+    is_elbo = isinstance(loss_fn, _ELBO_ESTIMATORS)
 
     num_data = x_train.shape[0]
     steps_per_epoch = math.ceil(num_data / batch_size)
@@ -147,8 +291,15 @@ def fit(
     bar = tqdm(
         total=epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True
     )
-    for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
+    for epoch in epoch_range:
         epoch_start = time.perf_counter()
+        epoch_beta = betas[epoch]
+        svi = SVI(
+            scale_latents(model, epoch_beta),
+            scale_latents(guide, epoch_beta),
+            optimizer,
+            loss=loss_fn,
+        )
         # Each epoch's randomness depends on (seed, epoch) only, so a continued run
         # matches an uninterrupted one.
         pyro.set_rng_seed(derive_seed(seed, epoch))
@@ -156,32 +307,52 @@ def fit(
         order = torch.randperm(num_data, generator=shuffle).to(device)
         total_loss = 0.0
         for step, begin in enumerate(range(0, num_data, batch_size), start=1):
-            batch = x_train[order[begin : begin + batch_size]]
+            rows = order[begin : begin + batch_size]
+            batch = x_train[rows]
             if batch_transform is not None:
                 batch = batch_transform(batch)
-            loss = svi.step(batch)
+            args, kwargs = program_args(batch, None, None if y_train is None else y_train[rows])
+            loss = svi.step(*args, **kwargs)
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
                     f"the loss became {loss} at epoch {epoch}, step {step}; lower the learning "
                     f"rate (now {lr:g}) or check the data and the model's parameter ranges"
                 )
             total_loss += loss
-            result.step_elbo.append(-loss / batch.shape[0])
+            result.step_objective.append(-loss / batch.shape[0])
             bar.update()
             if step % 10 == 0 or step == steps_per_epoch:
                 seen = min(num_data, begin + batch_size)
-                bar.set_postfix(epoch=epoch, elbo=f"{-total_loss / seen:.2f}")
-        valid = None if x_valid is None else mean_elbo(model, guide, x_valid, seed=seed)
+                bar.set_postfix(epoch=epoch, objective=f"{-total_loss / seen:.2f}")
+        objective = -total_loss / num_data
+        if is_elbo and epoch_beta == 1.0:
+            train_elbo = objective
+        else:
+            train_elbo = _mean_elbo(
+                model,
+                guide,
+                x_train,
+                y_train,
+                batch_size=1000,
+                seed=seed,
+                transform=batch_transform,
+            )
+        valid = None if x_valid is None else mean_elbo(model, guide, x_valid, y=y_valid, seed=seed)
         record = EpochRecord(
             epoch=epoch,
-            train_elbo=-total_loss / num_data,
+            train_elbo=train_elbo,
             valid_elbo=valid,
             seconds=time.perf_counter() - epoch_start,
             steps=steps_per_epoch,
+            train_objective=objective,
+            beta=epoch_beta,
         )
         result.history.append(record)
-        if valid is not None:
-            bar.set_postfix(epoch=epoch, elbo=f"{record.train_elbo:.2f}", valid=f"{valid:.2f}")
+        bar.set_postfix(
+            epoch=epoch,
+            elbo=f"{train_elbo:.2f}",
+            **({} if valid is None else {"valid": f"{valid:.2f}"}),
+        )
         if on_epoch_end is not None:
             on_epoch_end(record, optimizer)
     bar.close()

@@ -12,7 +12,7 @@ from torch import nn
 
 from ppl_vae.errors import DataError
 
-__all__ = ["as_data_tensor", "module_dtype_device", "validate_data"]
+__all__ = ["as_data_tensor", "module_dtype_device", "validate_data", "validate_labels"]
 
 
 def module_dtype_device(*modules: Any) -> tuple[torch.dtype, torch.device]:
@@ -89,3 +89,45 @@ def validate_data(
         if message is not None:
             raise DataError(f"{name} outside the likelihood's support: {message}")
     return tensor
+
+
+def validate_labels(
+    y: Any,
+    num_data: int,
+    model: Callable | None = None,
+    *,
+    name: str = "labels",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Return class labels ``y`` as an int64 tensor of shape ``(num_data,)``.
+
+    Checks, each with a message naming the fix: one whole-number label per datapoint, no
+    negative label, and none at or above ``model.num_classes`` where the model declares it.
+    """
+    try:
+        labels = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
+    except (TypeError, ValueError) as error:
+        raise DataError(
+            f"{name} must be an array of class indices, got {type(y).__name__}"
+        ) from error
+    if labels.is_floating_point():
+        if not bool(torch.isfinite(labels).all()) or bool((labels != labels.round()).any()):
+            raise DataError(f"{name} must be whole class indices 0, 1, ...; got fractions or NaN")
+    elif labels.dtype == torch.bool or labels.is_complex():
+        raise DataError(f"{name} must be integer class indices, got dtype {labels.dtype}")
+    labels = labels.to(dtype=torch.int64, device=device)
+    if tuple(labels.shape) != (num_data,):
+        raise DataError(
+            f"{name} must hold one class index per datapoint, shape ({num_data},), got "
+            f"{tuple(labels.shape)}"
+        )
+    if num_data and int(labels.min()) < 0:
+        raise DataError(f"{name} contain negative class indices ({int(labels.min())})")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_data and int(labels.max()) >= num_classes:
+        raise DataError(
+            f"{name} contain class {int(labels.max())} but the model has {num_classes} classes "
+            f"(0..{num_classes - 1}); build the model with num_classes={int(labels.max()) + 1} "
+            "or more"
+        )
+    return labels

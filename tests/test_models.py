@@ -3,6 +3,8 @@ checked against the closed-form linear-Gaussian oracle."""
 
 from __future__ import annotations
 
+import inspect
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -96,16 +98,23 @@ def test_likelihood_support_messages():
     assert "finite" in NormalLikelihood((4,)).support_violation(torch.tensor([[float("inf")]]))
 
 
+def _image_options(cls) -> dict:
+    """Convolutional networks need the image layout: 6 features as a 1 x 2 x 3 image."""
+    return {"image_shape": (1, 2, 3)} if "image_shape" in inspect.signature(cls).parameters else {}
+
+
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_decoders_map_latents_to_flat_parameters(name):
-    decoder = DECODERS[name](3, 10, hidden=(8,), activation="tanh")
-    assert decoder(torch.randn(7, 2, 3)).shape == (7, 2, 10)
+    options = _image_options(DECODERS[name])
+    decoder = DECODERS[name](3, 12, hidden=(8,), activation="tanh", **options)
+    assert decoder(torch.randn(7, 2, 3)).shape == (7, 2, 12)
 
 
 @pytest.mark.parametrize("encoder_name", sorted(ENCODERS))
 @pytest.mark.parametrize("guide_name", sorted(GUIDES))
 def test_guides_sample_every_latent_inside_the_data_plate(encoder_name, guide_name):
-    encoder = ENCODERS[encoder_name]((6,), 3, hidden=(8,), min_scale=1e-4)
+    options = _image_options(ENCODERS[encoder_name])
+    encoder = ENCODERS[encoder_name]((6,), 3, hidden=(8,), min_scale=1e-4, **options)
     guide = GUIDES[guide_name](encoder)
     x = torch.randn(5, 6)
     trace = pyro.poutine.trace(guide).get_trace(x)
