@@ -201,7 +201,7 @@ def test_unknown_likelihood_name() -> None:
     ("field", "value", "message"),
     [
         ("prior", "vampire", r"unknown prior 'vampire'; choose one of: .*normal"),
-        ("guide", "flow", "unknown guide 'flow'; choose one of: normal"),
+        ("guide", "flow", r"unknown guide 'flow'; choose one of: .*iaf.*sylvester"),
         ("activation", "swishy", "swishy"),
     ],
 )
