@@ -36,9 +36,10 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from guides.families import FAMILIES, Family
+from guides._joined import check_joined_inputs, family_or_normal
+from guides.families import Family
 from guides.family_factory import make_family
-from models.conditional import check_labels, one_hot
+from models.conditional import check_labels, check_num_classes, one_hot
 from models.networks import GaussianMLP
 
 __all__ = ["ConditionalGuide"]
@@ -68,21 +69,17 @@ class ConditionalGuide(PyroModule):
         site: str = "z",
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        expected = encoder.feature_dim + num_classes
-        in_features = getattr(network, "in_features", expected)
-        if in_features != expected:
-            raise ValueError(
-                f"the network takes {in_features} inputs; it reads cat(h, onehot(y)), "
-                f"encoder.feature_dim + num_classes = {expected}"
-            )
+        check_num_classes(num_classes)
+        check_joined_inputs(
+            network,
+            encoder.feature_dim + num_classes,
+            name="network",
+            reads="cat(h, onehot(y)), encoder.feature_dim + num_classes",
+        )
         self.encoder = encoder
         self.label_network = network
         self.num_classes = num_classes
-        if family is None:
-            family = FAMILIES["normal"](network.latent_dim, network.feature_dim)
-        self.family = family
+        self.family = family_or_normal(family, network.latent_dim, network.feature_dim)
         self.site = site
         to_pyro_module_(self)
 

@@ -39,7 +39,8 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from guides.families import FAMILIES, Family
+from guides._joined import check_joined_inputs, family_or_normal
+from guides.families import Family
 from guides.family_factory import make_family
 from models.networks import GaussianMLP
 
@@ -69,21 +70,16 @@ class HierarchicalGuide(PyroModule):
         family_bottom: Family | None = None,
     ) -> None:
         super().__init__()
-        expected = encoder.feature_dim + encoder.latent_dim
-        in_features = getattr(bottom, "in_features", expected)
-        if in_features != expected:
-            raise ValueError(
-                f"the bottom network takes {in_features} inputs; it reads cat(h, z2), "
-                f"encoder.feature_dim + encoder.latent_dim = {expected}"
-            )
+        check_joined_inputs(
+            bottom,
+            encoder.feature_dim + encoder.latent_dim,
+            name="bottom network",
+            reads="cat(h, z2), encoder.feature_dim + encoder.latent_dim",
+        )
         self.encoder = encoder
         self.bottom = bottom
-        if family_top is None:
-            family_top = FAMILIES["normal"](encoder.latent_dim, encoder.feature_dim)
-        if family_bottom is None:
-            family_bottom = FAMILIES["normal"](bottom.latent_dim, bottom.feature_dim)
-        self.family_top = family_top
-        self.family_bottom = family_bottom
+        self.family_top = family_or_normal(family_top, encoder.latent_dim, encoder.feature_dim)
+        self.family_bottom = family_or_normal(family_bottom, bottom.latent_dim, bottom.feature_dim)
         to_pyro_module_(self)
 
     @classmethod

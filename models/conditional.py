@@ -34,9 +34,20 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from models.likelihoods import Likelihood
+from models.likelihoods.base import check_decoder_outputs, likelihood_of_flat
 from models.masking import mask_datapoints, split_mask
 
-__all__ = ["ConditionalVAE", "check_labels", "one_hot"]
+__all__ = ["ConditionalVAE", "check_labels", "check_num_classes", "one_hot"]
+
+
+def check_num_classes(num_classes: int) -> int:
+    """``num_classes`` unchanged if it is a positive ``int`` (booleans are not).
+
+    :raises ValueError: otherwise.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return num_classes
 
 
 def check_labels(y: torch.Tensor | None, num_classes: int, num_data: int) -> torch.Tensor:
@@ -98,15 +109,8 @@ class ConditionalVAE(PyroModule):
         self, prior: nn.Module, decoder: nn.Module, likelihood: Likelihood, num_classes: int
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        out_features = getattr(decoder, "out_features", None)
-        if out_features is not None and out_features != likelihood.num_params:
-            raise ValueError(
-                f"the decoder produces {out_features} outputs but the likelihood needs "
-                f"{likelihood.num_params} ({likelihood.params_per_element} per element of "
-                f"data_shape {likelihood.data_shape})"
-            )
+        check_num_classes(num_classes)
+        check_decoder_outputs(decoder, likelihood)
         latent_dim = getattr(prior, "latent_dim", None)
         decoder_in = getattr(decoder, "latent_dim", None)
         if latent_dim is not None and decoder_in is not None:
@@ -134,8 +138,7 @@ class ConditionalVAE(PyroModule):
         shape broadcasts against ``z.shape[:-1]``."""
         codes = one_hot(y, self.num_classes, z)
         params = self.decoder(torch.cat([z.expand(*codes.shape[:-1], -1), codes], dim=-1))
-        shape = (self.likelihood.params_per_element, *self.data_shape)
-        return self.likelihood(params.unflatten(-1, shape), feature_mask)
+        return likelihood_of_flat(self.likelihood, params, feature_mask)
 
     def forward(
         self,

@@ -34,6 +34,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from models.likelihoods import Likelihood
+from models.likelihoods.base import likelihood_of_flat
 from models.masking import mask_datapoints, split_mask
 from models.networks import GaussianMLP
 
@@ -131,9 +132,7 @@ class HierarchicalVAE(PyroModule):
         r""":math:`p(x \mid z_1, z_2)`; the batch shapes of ``z1`` and ``z2`` broadcast."""
         batch = torch.broadcast_shapes(z1.shape[:-1], z2.shape[:-1])
         z = torch.cat([z1.expand(*batch, -1), z2.expand(*batch, -1)], dim=-1)
-        params = self.decoder(z)
-        shape = (self.likelihood.params_per_element, *self.data_shape)
-        return self.likelihood(params.unflatten(-1, shape), feature_mask)
+        return likelihood_of_flat(self.likelihood, self.decoder(z), feature_mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run the generative program with ``x`` observed; returns ``z1``.

@@ -16,6 +16,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from models.likelihoods import Likelihood
+from models.likelihoods.base import check_decoder_outputs, likelihood_of_flat
 from models.masking import mask_datapoints, split_mask
 
 __all__ = ["VAE"]
@@ -31,13 +32,7 @@ class VAE(PyroModule):
 
     def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: Likelihood) -> None:
         super().__init__()
-        out_features = getattr(decoder, "out_features", None)
-        if out_features is not None and out_features != likelihood.num_params:
-            raise ValueError(
-                f"the decoder produces {out_features} outputs but the likelihood needs "
-                f"{likelihood.num_params} ({likelihood.params_per_element} per element of "
-                f"data_shape {likelihood.data_shape})"
-            )
+        check_decoder_outputs(decoder, likelihood)
         self.prior = prior
         self.decoder = decoder
         self.likelihood = likelihood
@@ -51,9 +46,7 @@ class VAE(PyroModule):
 
     def decode(self, z: torch.Tensor, feature_mask: torch.Tensor | None = None):
         """The distribution p(x | z) for latents of shape ``(..., latent_dim)``."""
-        params = self.decoder(z)
-        shape = (self.likelihood.params_per_element, *self.data_shape)
-        return self.likelihood(params.unflatten(-1, shape), feature_mask)
+        return likelihood_of_flat(self.likelihood, self.decoder(z), feature_mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run the generative program with ``x`` observed.

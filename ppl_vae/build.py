@@ -288,10 +288,10 @@ ARCHITECTURES: dict[str, Callable[[ModelSpec], tuple[nn.Module, nn.Module]]] = {
 
 def build_vae(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     """Return ``(model, guide)`` built from the registries of models/ and guides/."""
-    if spec.latent_dim < 1 or (spec.top_latent_dim is not None and spec.top_latent_dim < 1):
-        raise ConfigError(
-            f"latent dimensions must be positive, got {spec.latent_dim}, {spec.top_latent_dim}"
-        )
+    for name in ("latent_dim", "top_latent_dim"):
+        value = getattr(spec, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be positive, got {value}")
     if any(h < 1 for h in spec.hidden):
         raise ConfigError(f"hidden layer sizes must be positive, got {list(spec.hidden)}")
     return lookup(ARCHITECTURES, spec.architecture, "architecture")(spec)

@@ -38,11 +38,16 @@ def _guide(name: str, perturb: float = 0.0):
     return guide
 
 
+def _perturbed_guide_and_data(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The perturbed guide (``_guide(name, perturb=0.1)``) and a batch of 5 data, drawn in
+    that order."""
+    return _guide(name, perturb=0.1), torch.randn(5, DATA_DIM)
+
+
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("name", NAMES)
 def test_samples_and_log_densities_under_a_particles_plate(name):
-    guide = _guide(name, perturb=0.1)
-    x = torch.randn(5, DATA_DIM)
+    guide, x = _perturbed_guide_and_data(name)
     q = guide.posterior(x)
     assert q.batch_shape == (5,) and q.event_shape == (LATENT_DIM,)
     with pyro.plate("particles", 4, dim=-2):
@@ -60,8 +65,7 @@ def test_samples_and_log_densities_under_a_particles_plate(name):
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("name", NAMES)
 def test_no_cache_outlives_a_parameter_update(name):
-    guide = _guide(name, perturb=0.1)
-    x = torch.randn(5, DATA_DIM)
+    guide, x = _perturbed_guide_and_data(name)
     q_old = guide.posterior(x)
     z = q_old.rsample((4,)).detach()
     before = q_old.log_prob(z)
@@ -88,8 +92,7 @@ def test_gradients_reach_every_parameter(name):
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trip_gives_identical_log_densities(name):
-    guide = _guide(name, perturb=0.1)
-    x = torch.randn(5, DATA_DIM)
+    guide, x = _perturbed_guide_and_data(name)
     z = guide.posterior(x).sample((3,))
     buffer = io.BytesIO()
     torch.save(guide.state_dict(), buffer)

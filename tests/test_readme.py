@@ -16,8 +16,8 @@ def _python_blocks() -> list[str]:
 
 def test_readme_examples_run():
     blocks = _python_blocks()
-    assert len(blocks) == 3
-    api, parts, own_program = blocks
+    assert len(blocks) == 4
+    api, parts, own_program, objectives = blocks
     namespace: dict = {}
     exec(api.replace("epochs=50", "epochs=1"), namespace)
     summary = namespace["estimate"].summary()
@@ -26,3 +26,6 @@ def test_readme_examples_run():
     assert namespace["model"].data_shape == (784,)
     own = {"x_train": torch.randn(64, 5), "x_test": torch.randn(8, 5)}
     exec(own_program.replace("epochs=20", "epochs=1"), own)
+    namespace = {}
+    exec(objectives.replace("epochs=20", "epochs=1"), namespace)
+    assert namespace["spec"].architecture == "hierarchical"

@@ -30,7 +30,8 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -48,9 +49,9 @@ class FlowFamily(Family):
     """The Gaussian base through ``num_flows`` amortized layers (see the module docs).
 
     Subclasses call ``super().__init__`` and then fill :attr:`flows` with
-    ``num_flows`` layers (:meth:`add_flows`), each an
-    :class:`~guides.flows.base.AmortizedFlow` whose ``condition(h)`` returns a fresh
-    transform.
+    ``num_flows`` layers (:meth:`add_flows`, or :meth:`build_flows` for layers of one
+    class and options), each an :class:`~guides.flows.base.AmortizedFlow` whose
+    ``condition(h)`` returns a fresh transform.
 
     :param num_flows: the depth L, at least 1; default 2.
     """
@@ -65,6 +66,22 @@ class FlowFamily(Family):
         if len(flows) != self.num_flows:
             raise ValueError(f"expected {self.num_flows} flows, got {len(flows)}")
         self.flows = nn.ModuleList(flows)
+
+    def build_flows(
+        self,
+        layer: Callable[..., AmortizedFlow],
+        *,
+        alternate: bool = False,
+        **options: Any,
+    ) -> None:
+        """Install ``num_flows`` layers ``layer(latent_dim, feature_dim, **options)``, built
+        in order; with ``alternate=True`` each also gets ``reverse=bool(i % 2)``, so the
+        autoregressive order is reversed in every other layer."""
+        flows = []
+        for i in range(self.num_flows):
+            order = {"reverse": bool(i % 2)} if alternate else {}
+            flows.append(layer(self.latent_dim, self.feature_dim, **options, **order))
+        self.add_flows(flows)
 
     def forward(
         self, loc: torch.Tensor, scale: torch.Tensor, features: torch.Tensor
@@ -95,18 +112,7 @@ class IAFFamily(FlowFamily):
         stable: bool = True,
     ) -> None:
         super().__init__(latent_dim, feature_dim, num_flows=num_flows)
-        self.add_flows(
-            [
-                AmortizedIAF(
-                    self.latent_dim,
-                    self.feature_dim,
-                    hidden=hidden,
-                    stable=stable,
-                    reverse=bool(i % 2),
-                )
-                for i in range(self.num_flows)
-            ]
-        )
+        self.build_flows(AmortizedIAF, alternate=True, hidden=hidden, stable=stable)
 
 
 class PlanarFamily(FlowFamily):
@@ -125,12 +131,7 @@ class PlanarFamily(FlowFamily):
         hidden: Sequence[int] = (),
     ) -> None:
         super().__init__(latent_dim, feature_dim, num_flows=num_flows)
-        self.add_flows(
-            [
-                AmortizedPlanar(self.latent_dim, self.feature_dim, hidden=hidden)
-                for _ in range(self.num_flows)
-            ]
-        )
+        self.build_flows(AmortizedPlanar, hidden=hidden)
 
 
 class SylvesterFamily(FlowFamily):
@@ -156,18 +157,12 @@ class SylvesterFamily(FlowFamily):
         hidden: Sequence[int] = (),
     ) -> None:
         super().__init__(latent_dim, feature_dim, num_flows=num_flows)
-        self.add_flows(
-            [
-                AmortizedSylvester(
-                    self.latent_dim,
-                    self.feature_dim,
-                    kind=kind,
-                    num_householder=num_householder,
-                    num_columns=num_columns,
-                    hidden=hidden,
-                )
-                for _ in range(self.num_flows)
-            ]
+        self.build_flows(
+            AmortizedSylvester,
+            kind=kind,
+            num_householder=num_householder,
+            num_columns=num_columns,
+            hidden=hidden,
         )
 
 
@@ -195,17 +190,11 @@ class SplineFamily(FlowFamily):
         order: str = "quadratic",
     ) -> None:
         super().__init__(latent_dim, feature_dim, num_flows=num_flows)
-        self.add_flows(
-            [
-                AmortizedSpline(
-                    self.latent_dim,
-                    self.feature_dim,
-                    hidden=hidden,
-                    count_bins=count_bins,
-                    bound=bound,
-                    order=order,
-                    reverse=bool(i % 2),
-                )
-                for i in range(self.num_flows)
-            ]
+        self.build_flows(
+            AmortizedSpline,
+            alternate=True,
+            hidden=hidden,
+            count_bins=count_bins,
+            bound=bound,
+            order=order,
         )

@@ -40,15 +40,14 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-from pyro.distributions.transforms import AffineAutoregressive
-from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
 from guides.flows._checks import check_bool, check_hidden
 from guides.flows.base import AmortizedFlow
+from models.transforms import DtypeSafeAffineAutoregressive
 
-__all__ = ["AmortizedIAF", "made"]
+__all__ = ["AmortizedIAF", "made", "made_hidden"]
 
 
 def made(
@@ -61,7 +60,7 @@ def made(
 ) -> ConditionalAutoRegressiveNN:
     """A context-conditioned MADE with skip connections over ``latent_dim`` inputs, in the
     natural order or (``reverse=True``) the reversed one. ``hidden`` sizes must be at least
-    ``latent_dim`` (checked by the caller)."""
+    ``latent_dim`` (checked by the caller, e.g. with :func:`made_hidden`)."""
     order = torch.arange(latent_dim)
     with warnings.catch_warnings():  # d = 1: a context-only affine map, which is intended
         warnings.filterwarnings("ignore", message=".*input_dim = 1", category=UserWarning)
@@ -76,6 +75,18 @@ def made(
             # argument); to_pyro_module_ would turn that shared object into a PyroModule.
             nonlinearity=nn.ReLU(),
         )
+
+
+def made_hidden(hidden: Sequence[int] | None, latent_dim: int) -> tuple[int, ...]:
+    """The checked hidden sizes of a MADE over ``latent_dim`` inputs: at least one layer,
+    each at least ``latent_dim``; ``None`` gives ``(10 * latent_dim,)`` (the width of Pyro's
+    conditional helpers)."""
+    sizes = check_hidden(
+        "hidden", (10 * latent_dim,) if hidden is None else hidden, minimum=latent_dim
+    )
+    if not sizes:
+        raise ValueError("hidden must name at least one layer (sizes >= latent_dim), got ()")
+    return sizes
 
 
 class AmortizedIAF(AmortizedFlow):
@@ -99,45 +110,15 @@ class AmortizedIAF(AmortizedFlow):
         reverse: bool = False,
     ) -> None:
         super().__init__(latent_dim, context_dim)
-        self.hidden = check_hidden(
-            "hidden", (10 * latent_dim,) if hidden is None else hidden, minimum=latent_dim
-        )
-        if not self.hidden:
-            raise ValueError("hidden must name at least one layer (sizes >= latent_dim), got ()")
+        self.hidden = made_hidden(hidden, latent_dim)
         self.stable = check_bool("stable", stable)
         self.reverse = check_bool("reverse", reverse)
         self.arn = made(latent_dim, context_dim, self.hidden, [1, 1], reverse=reverse)
 
-    def condition(self, context: torch.Tensor) -> AffineAutoregressive:
+    def condition(self, context: torch.Tensor) -> DtypeSafeAffineAutoregressive:
         """A fresh Pyro ``AffineAutoregressive`` (new cache) reading ``context``
         ``(..., context_dim)``, broadcast over the inputs' extra batch dimensions."""
         net = partial(self.arn, context=context)
         net.permutation = self.arn.permutation  # type: ignore[attr-defined]
         net.get_permutation = self.arn.get_permutation  # type: ignore[attr-defined]
-        return _AffineAutoregressive(net, stable=self.stable)
-
-
-class _AffineAutoregressive(AffineAutoregressive):
-    """Pyro's ``AffineAutoregressive`` with dtype-safe inverses: Pyro 1.9 starts them from
-    ``torch.zeros`` in the *default* dtype, which fails for float64 modules under a float32
-    default (and vice versa); here the zeros follow ``y``."""
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x = [y.new_zeros(y.shape[:-1])] * y.size(-1)
-        for idx in self.arn.permutation.tolist():
-            mean, log_scale = self.arn(torch.stack(x, dim=-1))
-            log_scale = clamp_preserve_gradients(
-                log_scale, self.log_scale_min_clip, self.log_scale_max_clip
-            )
-            x[idx] = (y[..., idx] - mean[..., idx]) * torch.exp(-log_scale[..., idx])
-        self._cached_log_scale = log_scale
-        return torch.stack(x, dim=-1)
-
-    def _inverse_stable(self, y: torch.Tensor) -> torch.Tensor:
-        x = [y.new_zeros(y.shape[:-1])] * y.size(-1)
-        for idx in self.arn.permutation.tolist():
-            mean, logit_scale = self.arn(torch.stack(x, dim=-1))
-            inverse_scale = 1 + torch.exp(-logit_scale[..., idx] - self.sigmoid_bias)
-            x[idx] = inverse_scale * y[..., idx] + (1 - inverse_scale) * mean[..., idx]
-        self._cached_log_scale = self.logsigmoid(logit_scale + self.sigmoid_bias)
-        return torch.stack(x, dim=-1)
+        return DtypeSafeAffineAutoregressive(net, stable=self.stable)

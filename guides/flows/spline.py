@@ -43,15 +43,9 @@ from functools import partial
 import torch
 from pyro.distributions.transforms import SplineAutoregressive
 
-from guides.flows._checks import (
-    check_bool,
-    check_choice,
-    check_hidden,
-    check_int,
-    check_positive_float,
-)
+from guides.flows._checks import check_bool, check_choice, check_int, check_positive_float
 from guides.flows.base import AmortizedFlow
-from guides.flows.iaf import made
+from guides.flows.iaf import made, made_hidden
 
 __all__ = ["ORDERS", "AmortizedSpline"]
 
@@ -93,11 +87,7 @@ class AmortizedSpline(AmortizedFlow):
         reverse: bool = False,
     ) -> None:
         super().__init__(latent_dim, context_dim)
-        self.hidden = check_hidden(
-            "hidden", (10 * latent_dim,) if hidden is None else hidden, minimum=latent_dim
-        )
-        if not self.hidden:
-            raise ValueError("hidden must name at least one layer (sizes >= latent_dim), got ()")
+        self.hidden = made_hidden(hidden, latent_dim)
         self.count_bins = check_int("count_bins", count_bins, minimum=2, maximum=_MAX_BINS)
         self.bound = check_positive_float("bound", bound)
         self.order = check_choice("order", order, ORDERS)

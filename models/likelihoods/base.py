@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["Likelihood", "non_integer_count"]
+__all__ = ["Likelihood", "check_decoder_outputs", "likelihood_of_flat", "non_integer_count"]
 
 
 class Likelihood(nn.Module):
@@ -65,6 +65,27 @@ class Likelihood(nn.Module):
     def support_violation(self, x: torch.Tensor) -> str | None:
         """A message explaining why ``x`` is outside the support and what to do, or None."""
         return None
+
+
+def check_decoder_outputs(decoder: nn.Module, likelihood: Likelihood) -> None:
+    """Raise ``ValueError`` if ``decoder`` declares ``out_features`` other than
+    ``likelihood.num_params``."""
+    out_features = getattr(decoder, "out_features", None)
+    if out_features is not None and out_features != likelihood.num_params:
+        raise ValueError(
+            f"the decoder produces {out_features} outputs but the likelihood needs "
+            f"{likelihood.num_params} ({likelihood.params_per_element} per element of "
+            f"data_shape {likelihood.data_shape})"
+        )
+
+
+def likelihood_of_flat(
+    likelihood: Likelihood, params: torch.Tensor, feature_mask: torch.Tensor | None = None
+) -> dist.TorchDistribution:
+    """The likelihood's distribution over x for flat decoder output ``(..., num_params)``,
+    read as ``(..., params_per_element, *data_shape)``."""
+    shape = (likelihood.params_per_element, *likelihood.data_shape)
+    return likelihood(params.unflatten(-1, shape), feature_mask)
 
 
 def non_integer_count(x: torch.Tensor) -> int:

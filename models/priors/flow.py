@@ -53,12 +53,11 @@ from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import AffineAutoregressive
-from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 
 from models.priors._checks import check_latent_dim
+from models.transforms import DtypeSafeAffineAutoregressive
 
 __all__ = ["FlowPrior"]
 
@@ -103,25 +102,5 @@ class FlowPrior(nn.Module):
     def forward(self) -> dist.Distribution:
         base = dist.Normal(self.base_loc, self.base_scale).to_event(1)
         # g_1 is applied to z first when scoring, so sampling applies g_L^{-1} first.
-        layers = [_AffineAutoregressive(net).inv for net in reversed(self.made)]
+        layers = [DtypeSafeAffineAutoregressive(net).inv for net in reversed(self.made)]
         return dist.TransformedDistribution(base, layers)
-
-
-class _AffineAutoregressive(AffineAutoregressive):
-    """Pyro's ``AffineAutoregressive`` with a dtype-safe inverse.
-
-    Pyro 1.9's ``_inverse`` starts from ``torch.zeros`` in the *default* dtype, which fails
-    for a float64 prior under a float32 default (and vice versa); here the zeros follow ``y``.
-    """
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x = [y.new_zeros(y.shape[:-1])] * y.size(-1)
-        for idx in self.arn.permutation.tolist():
-            mean, log_scale = self.arn(torch.stack(x, dim=-1))
-            log_scale = clamp_preserve_gradients(
-                log_scale, self.log_scale_min_clip, self.log_scale_max_clip
-            )
-            x[idx] = (y[..., idx] - mean[..., idx]) * torch.exp(-log_scale[..., idx])
-        x = torch.stack(x, dim=-1)
-        self._cached_log_scale = log_scale
-        return x
