@@ -7,6 +7,7 @@ from guides.encoders import ENCODERS, ConvEncoder, MLPEncoder
 from guides.families import FAMILIES, DiagonalNormal, Family
 from guides.family_factory import make_family
 from guides.hierarchical import HierarchicalGuide
+from guides.local import LocalGuide
 from guides.normal import DiagonalNormalGuide
 from guides.registry import GUIDES
 
@@ -21,6 +22,7 @@ __all__ = [
     "DiagonalNormalGuide",
     "Family",
     "HierarchicalGuide",
+    "LocalGuide",
     "MLPEncoder",
     "make_family",
     "make_guide",

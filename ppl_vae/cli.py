@@ -15,6 +15,7 @@ from models import ACTIVATIONS, DECODERS, LIKELIHOODS, PRIORS
 from ppl_vae.build import ARCHITECTURES
 from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.data import DATASETS, default_data_dir
+from ppl_vae.diagnostics.report import DiagnoseSettings, diagnose_run
 from ppl_vae.errors import ConfigError, PplVaeError
 from ppl_vae.objectives import OBJECTIVES
 from ppl_vae.run import RunConfig, evaluate_run, train_run
@@ -334,6 +335,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate this many datapoints, evenly spaced through the split (default: all)",
     )
     _add_data_options(evaluate)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="posterior diagnostics of a run: k-hat, gap decomposition, NUTS vs guide, PPC",
+        description="Diagnose a run: Pareto k-hat of the importance weights per datapoint, "
+        "the gap log p(x) - ELBO split into approximation and amortization gaps, the true "
+        "posterior by NUTS against the guide (ArviZ InferenceData), posterior predictive "
+        "checks and latent health. Writes report.json, netCDF files and PNG pictures into "
+        "RUN_DIR/diagnostics (or --out).",
+    )
+    diagnose.add_argument("run_dir", metavar="RUN_DIR", help="directory written by train")
+    diagnose.add_argument("--out", default=None, help="output directory")
+    for item in fields(DiagnoseSettings):
+        flag = "--" + item.name.replace("_", "-")
+        if item.name == "split":
+            diagnose.add_argument(flag, default=item.default, choices=["train", "valid", "test"])
+        elif item.name == "gap_family":
+            diagnose.add_argument(flag, default=None, choices=sorted(GUIDES))
+        else:
+            diagnose.add_argument(flag, type=int, default=item.default)
+    _add_data_options(diagnose)
     return parser
 
 
@@ -411,10 +433,50 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(_report(summary).replace("test ", f"{args.split} "))
 
 
+def _diagnose(args: argparse.Namespace) -> None:
+    settings = DiagnoseSettings(**{f.name: getattr(args, f.name) for f in fields(DiagnoseSettings)})
+    report = diagnose_run(
+        args.run_dir,
+        out_dir=args.out,
+        settings=settings,
+        data_dir=args.data_dir,
+        download=args.download,
+    )
+    print(_diagnosis(report))
+
+
+def _diagnosis(report: dict[str, Any]) -> str:
+    psis = report["psis"]
+    bands = ", ".join(f"{band} {count}" for band, count in psis["bands"].items())
+    lines = [
+        f"{report['dataset']} {report['split']}: {psis['num_data']} datapoints, "
+        f"K = {psis['num_samples']}",
+        f"Pareto k-hat bands: {bands}",
+        f"log p(x) {psis['log_likelihood']:.3f} (PSIS {psis['psis_log_likelihood']:.3f}), "
+        f"ELBO {psis['elbo']:.3f}",
+    ]
+    if "gaps" in report:
+        gaps = report["gaps"]
+        lines.append(
+            f"gap decomposition ({gaps['num_data']} datapoints): approximation "
+            f"{gaps['approximation_gap']:.3f}, amortization {gaps['amortization_gap']:.3f} nats"
+        )
+    if "mcmc" in report:
+        mcmc = report["mcmc"]
+        lines.append(
+            f"NUTS vs guide ({mcmc['num_data']} datapoints): max R-hat "
+            f"{mcmc['max_r_hat']:.3f}, max MMD^2 {mcmc['mmd2_max']:.3f}, max |mean difference| "
+            f"{mcmc['max_abs_mean_diff']:.2f} MCMC sd"
+        )
+    lines.append(f"active units: {report['latents']['active_units']['num_active']}")
+    lines.append(f"report: {Path(report['files']['khat']).parent / 'report.json'}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": _train, "evaluate": _evaluate}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose}[args.command](args)
     except PplVaeError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)
         return 2

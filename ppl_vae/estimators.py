@@ -34,7 +34,14 @@ from ppl_vae.importance import DEFAULT_CHUNK_SIZE, iter_log_weights
 from ppl_vae.params import claim_param_names
 from ppl_vae.validation import module_dtype_device, validate_data, validate_labels
 
-__all__ = ["LogLikelihoodEstimate", "elbo", "log_likelihood", "summarize_log_weights"]
+__all__ = [
+    "LogLikelihoodEstimate",
+    "elbo",
+    "log_likelihood",
+    "prepare_inputs",
+    "reduce_log_weights",
+    "summarize_log_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,18 @@ def summarize_log_weights(log_w: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _prepare(
-    model: Callable, guide: Callable, x: Any, mask: Any, y: Any
-) -> tuple[torch.Tensor, Any, Any]:
+def prepare_inputs(
+    model: Callable | None, guide: Callable, x: Any, mask: Any, y: Any
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Validate the inputs of an estimator or diagnostic built on
+    :func:`~ppl_vae.importance.iter_log_weights`, the same way for all of them.
+
+    Claims the parameter names of ``model`` and ``guide``, checks ``x`` against the model
+    (shape, finiteness, the likelihood's support; :class:`~ppl_vae.errors.DataError`) and
+    moves it to their dtype and device, turns ``mask`` into a boolean tensor and checks
+    the labels ``y``. Returns ``(x, mask, y)``. ``model`` may be ``None`` for a diagnostic
+    that runs the guide alone: ``x`` is then checked for shape and finiteness only.
+    """
     claim_param_names(model, guide)
     dtype, device = module_dtype_device(model, guide)
     x = validate_data(x, model, dtype=dtype, device=device)
@@ -103,6 +119,40 @@ def _prepare(
     if y is not None:
         y = validate_labels(y, x.shape[0], model, device=device)
     return x, mask, y
+
+
+def reduce_log_weights(
+    model: Callable,
+    guide: Callable,
+    x: Any,
+    reduce: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    *,
+    num_samples: int,
+    mask: Any = None,
+    y: Any = None,
+    seed: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, torch.Tensor]:
+    """Per-datapoint statistics of the log importance weights, streamed: validates the
+    inputs (:func:`prepare_inputs`), applies ``reduce`` to each ``(num_samples, n)`` block
+    of :func:`~ppl_vae.importance.iter_log_weights` and concatenates each statistic it
+    returns (shape ``(n,)``) over the blocks, on the CPU. Holds one block of log weights
+    at a time; the options are those of :func:`log_likelihood`.
+    """
+    x, mask, y = prepare_inputs(model, guide, x, mask, y)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for _, log_w in iter_log_weights(
+        model, guide, x, num_samples=num_samples, mask=mask, y=y, seed=seed, chunk_size=chunk_size
+    ):
+        for key, value in reduce(log_w).items():
+            parts.setdefault(key, []).append(value.cpu())
+        del log_w
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def _mean_log_weight(log_w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ELBO estimate of each datapoint of a block, in float64."""
+    return {"elbo": log_w.to(torch.float64).mean(dim=0)}
 
 
 def log_likelihood(
@@ -126,15 +176,18 @@ def log_likelihood(
         datapoints are in ``x``.
     :param chunk_size: bound on (particle, datapoint) pairs per vectorized pass (memory).
     """
-    x, mask, y = _prepare(model, guide, x, mask, y)
-    parts: dict[str, list[torch.Tensor]] = {}
-    for _, log_w in iter_log_weights(
-        model, guide, x, num_samples=num_samples, mask=mask, y=y, seed=seed, chunk_size=chunk_size
-    ):
-        for key, value in summarize_log_weights(log_w).items():
-            parts.setdefault(key, []).append(value.cpu())
-    merged = {key: torch.cat(values) for key, values in parts.items()}
-    return LogLikelihoodEstimate(num_samples=num_samples, **merged)
+    stats = reduce_log_weights(
+        model,
+        guide,
+        x,
+        summarize_log_weights,
+        num_samples=num_samples,
+        mask=mask,
+        y=y,
+        seed=seed,
+        chunk_size=chunk_size,
+    )
+    return LogLikelihoodEstimate(num_samples=num_samples, **stats)
 
 
 def elbo(
@@ -150,8 +203,15 @@ def elbo(
 ) -> torch.Tensor:
     """Per-datapoint ELBO :math:`\\mathbb{E}_q[\\log p(x, z) - \\log q(z \\mid x)]`, estimated
     with ``num_samples`` draws each; a float64 tensor of shape ``(N,)``."""
-    x, mask, y = _prepare(model, guide, x, mask, y)
-    blocks = iter_log_weights(
-        model, guide, x, num_samples=num_samples, mask=mask, y=y, seed=seed, chunk_size=chunk_size
+    stats = reduce_log_weights(
+        model,
+        guide,
+        x,
+        _mean_log_weight,
+        num_samples=num_samples,
+        mask=mask,
+        y=y,
+        seed=seed,
+        chunk_size=chunk_size,
     )
-    return torch.cat([log_w.to(torch.float64).mean(dim=0).cpu() for _, log_w in blocks])
+    return stats["elbo"]

@@ -40,6 +40,7 @@ __all__ = [
     "iter_log_weights",
     "log_importance_weights",
     "plan_chunks",
+    "rng_scope",
     "trace_log_weights",
 ]
 
@@ -72,18 +73,29 @@ def plan_chunks(num_samples: int, num_data: int, chunk_size: int) -> tuple[int, 
     return particle_chunk, data_chunk
 
 
-def _rng_scope(device: torch.device) -> contextlib.AbstractContextManager:
-    """Restore the global generators afterwards, so estimators leave the caller's stream as
-    it was (apart from drawing a seed when none is given)."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
-
-
-def _seed_generator(device: torch.device, seed: int) -> None:
+def _seed_generators(device: torch.device, seed: int) -> None:
+    """Seed torch's global generators that draws on ``device`` use: the CPU generator and,
+    for a CUDA device, that device's generator."""
     if device.type == "cuda":
         torch.cuda.default_generators[device.index or 0].manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def rng_scope(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """Run the block on torch's global generators for ``device`` (the CPU generator and, for
+    a CUDA device, that device's generator), seeded with ``seed`` unless it is ``None``, and
+    restore the caller's generator states afterwards: estimators and diagnostics leave the
+    caller's random stream as it was.
+
+    With ``seed=None`` the block draws from the caller's stream as it stands (so
+    ``torch.manual_seed`` beforehand makes it reproducible), which is still left unchanged.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            _seed_generators(device, seed)
+        yield
 
 
 def _site_log_prob(site: dict, num_particles: int, name_of: str) -> torch.Tensor:
@@ -147,12 +159,12 @@ def _guide_draws(
     event_dims: dict[str, int] = {}
     log_qs = []
     traces = []
-    with _rng_scope(x.device):
+    with rng_scope(x.device):
         for offset in range(x.shape[0]):
             x_n = x[offset : offset + 1]
             mask_n = None if mask is None else mask[offset : offset + 1]
             y_n = None if y is None else y[offset : offset + 1]
-            _seed_generator(x.device, derive_seed(seed, start + offset))
+            _seed_generators(x.device, derive_seed(seed, start + offset))
             with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
                 traces.append(_trace("guide", guide, x_n, mask_n, y_n))
     for trace in traces:

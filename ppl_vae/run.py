@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyro
 import pyro.optim
@@ -38,9 +38,11 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "RunConfig",
+    "SplitData",
     "evaluate_run",
     "load_run",
     "model_spec_for",
+    "run_split",
     "train_run",
 ]
 
@@ -369,6 +371,63 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
+class SplitData(NamedTuple):
+    """A split of a run's data: ``name`` of the dataset, ``data``, ``labels`` (for
+    conditional models, else None) and the split's ``rows`` that were kept."""
+
+    name: str
+    data: torch.Tensor
+    labels: torch.Tensor | None
+    rows: torch.Tensor
+
+
+def run_split(
+    config: RunConfig,
+    split: str = "test",
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    num_data: int | None = None,
+) -> SplitData:
+    """The split as the run's model sees it (a :class:`SplitData`): the run's own
+    dataset unless another is named, rescaled as in training, the training split
+    transformed (e.g. dynamically binarized, with draws seeded by ``seed``), and labels where
+    the model is conditional (else None).
+
+    :param num_data: keep only this many datapoints, evenly spaced through the split (rows
+        ``floor(i * N / num_data)``); the spacing keeps every part of a split sorted by
+        class represented.
+    """
+    if num_data is not None and num_data < 1:
+        raise ConfigError(f"num_data must be positive, got {num_data}")
+    data_config = replace(
+        config,
+        dataset=dataset or config.dataset,
+        data=None if dataset else config.data,
+        data_dir=data_dir if data_dir is not None else config.data_dir,
+        download=download,
+    )
+    loaded = _load_data(data_config)
+    if _needs_grey_levels(config.model.likelihood, loaded):  # as in training
+        loaded = grey_levels_dataset(loaded)
+    data = loaded.split(split)
+    if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            data = loaded.train_transform(data)
+    labels = _labels(config, loaded, split)
+    if labels is None and config.model.architecture == "conditional":
+        raise ConfigError(f"the conditional model needs labels; {loaded.name} has none")
+    rows = torch.arange(data.shape[0])
+    if num_data is not None and num_data < data.shape[0]:
+        rows = torch.arange(num_data) * data.shape[0] // num_data
+        data = data[rows]
+        labels = None if labels is None else labels[rows]
+    return SplitData(loaded.name, data, labels, rows)
+
+
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     *,
@@ -384,40 +443,24 @@ def evaluate_run(
     the result is added to the run's ``metrics.json`` under ``evaluations``.
 
     :param num_data: evaluate only this many datapoints, evenly spaced through the split
-        (rows ``floor(i * N / num_data)``), e.g. to afford K = 5000 on a slow machine; the
-        spacing keeps every part of a split sorted by class represented.
+        (see :func:`run_split`), e.g. to afford K = 5000 on a slow machine.
     """
-    if num_data is not None and num_data < 1:
-        raise ConfigError(f"num_data must be positive, got {num_data}")
     metrics_path = Path(run_dir) / METRICS
     metrics = _read_metrics(metrics_path)
     config, model, guide, payload = load_run(run_dir)
-    data_config = replace(
-        config,
-        dataset=dataset or config.dataset,
-        data=None if dataset else config.data,
-        data_dir=data_dir if data_dir is not None else config.data_dir,
-        download=download,
-    )
-    loaded = _load_data(data_config)
-    if _needs_grey_levels(config.model.likelihood, loaded):  # as in training
-        loaded = grey_levels_dataset(loaded)
     k = num_samples or config.num_samples
     s = config.seed if seed is None else seed
-    data = loaded.split(split)
-    if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            data = loaded.train_transform(data)
-    labels = _labels(config, loaded, split)
-    if labels is None and config.model.architecture == "conditional":
-        raise ConfigError(f"the conditional model needs labels; {loaded.name} has none")
-    if num_data is not None and num_data < data.shape[0]:
-        rows = torch.arange(num_data) * data.shape[0] // num_data
-        data = data[rows]
-        labels = None if labels is None else labels[rows]
+    name, data, labels, _ = run_split(
+        config,
+        split,
+        dataset=dataset,
+        data_dir=data_dir,
+        download=download,
+        seed=s,
+        num_data=num_data,
+    )
     summary = _evaluate(model, guide, data, labels, k, s, config.chunk_size)
-    summary.update(dataset=loaded.name, split=split, epoch=int(payload["epoch"]), seed=s)
+    summary.update(dataset=name, split=split, epoch=int(payload["epoch"]), seed=s)
     metrics.setdefault("evaluations", []).append(summary)
     write_json(metrics_path, metrics)
     return summary
