@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import arviz as az
+import numpy as np
 import torch
 
 from ppl_vae.atomic import write_json
 from ppl_vae.diagnostics.gaps import gap_decomposition
 from ppl_vae.diagnostics.latents import latent_report
-from ppl_vae.diagnostics.mcmc import posterior_mcmc
+from ppl_vae.diagnostics.mcmc import PosteriorComparison, posterior_mcmc
 from ppl_vae.diagnostics.plots import (
     plot_gap_decomposition,
     plot_khat,
@@ -142,6 +143,19 @@ def _write_netcdf(idata: az.InferenceData, path: Path) -> str:
     return str(path)
 
 
+def _most_different_coordinates(
+    comparison: PosteriorComparison, obs: int
+) -> tuple[str, tuple[int, int]]:
+    """The first latent site and its two coordinates where the guide's mean is furthest from
+    the MCMC mean (in MCMC sds) for datapoint ``obs``: the pair plot worth looking at."""
+    site, (start, stop) = next(iter(comparison.latent_columns.items()))
+    distance = comparison.discrepancy["mean_diff"].values[obs, start:stop]
+    if stop - start < 2:
+        return site, (0, 0)
+    order = np.argsort(-np.nan_to_num(np.abs(distance), nan=-1.0))
+    return site, (int(order[0]), int(order[1]))
+
+
 def diagnose_run(
     run_dir: str | os.PathLike[str],
     *,
@@ -207,9 +221,12 @@ def diagnose_run(
         for group, idata in (("mcmc", comparison.mcmc), ("guide", comparison.guide)):
             files[f"posterior_{group}"] = _write_netcdf(idata, out / f"posterior_{group}.nc")
         for obs in range(worst.numel()):
+            site, coords = _most_different_coordinates(comparison, obs)
             path = out / f"pair_{obs}.png"
             files[f"pair_{obs}"] = str(
-                plot_pair_comparison(comparison.mcmc, comparison.guide, path, obs=obs)
+                plot_pair_comparison(
+                    comparison.mcmc, comparison.guide, path, obs=obs, coords=coords, var_name=site
+                )
             )
 
     ppc = run("ppc", posterior_predictive_check, num_replicates=settings.ppc_replicates)
