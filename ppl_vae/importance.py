@@ -37,27 +37,39 @@ from ppl_vae.seeding import derive_seed
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "PARTICLE_DIM",
+    "GuideDraws",
+    "guide_draws",
     "iter_log_weights",
+    "latent_sites",
     "log_importance_weights",
     "plan_chunks",
     "rng_scope",
     "trace_log_weights",
+    "trace_program",
 ]
 
 #: Default bound on (particle, datapoint) pairs evaluated in one vectorized pass. With a
 #: 784-pixel likelihood and a 200-unit decoder this keeps each pass near 100 MB per tensor.
 DEFAULT_CHUNK_SIZE = 2**15
 
-_PARTICLE_DIM = -2
+#: The batch dimension of ``pyro.plate("particles", K)`` when model and guide run vectorized
+#: over particles: left of the ``"data"`` plate, which the contract puts rightmost.
+PARTICLE_DIM = -2
 
 
 @dataclass(frozen=True)
-class _Draws:
-    """Guide draws for a block of datapoints: latent values and their guide log density."""
+class GuideDraws:
+    """Guide draws for a block of datapoints: latent values and their guide log density.
 
-    values: dict[str, torch.Tensor]  # site -> (K, n, *event_shape)
+    :ivar values: site name to its draws, shape ``(K, n, *event_shape)``.
+    :ivar event_dims: site name to the number of event dimensions of its distribution.
+    :ivar log_q: ``(K, n)``, the guide's log density of each particle, summed over sites.
+    """
+
+    values: dict[str, torch.Tensor]
     event_dims: dict[str, int]
-    log_q: torch.Tensor  # (K, n)
+    log_q: torch.Tensor
 
 
 def plan_chunks(num_samples: int, num_data: int, chunk_size: int) -> tuple[int, int]:
@@ -110,23 +122,25 @@ def _site_log_prob(site: dict, num_particles: int, name_of: str) -> torch.Tensor
     return log_prob.expand(num_particles, -1) if log_prob.dim() == 2 else log_prob
 
 
-def _trace(
+def trace_program(
     role: str,
     fn: Callable,
     x: torch.Tensor,
     mask: torch.Tensor | None,
     y: torch.Tensor | None,
 ) -> poutine.Trace:
-    """Run ``fn`` on ``x`` (see :func:`~ppl_vae.programs.program_args`) under a trace; a
-    failure inside it (typically a plate or shape clash with the particles plate) becomes a
-    :class:`ContractError` naming the role and the cause."""
+    """Run ``fn`` on ``x`` (see :func:`~ppl_vae.programs.program_args`) under a trace and
+    return the trace; ``role`` (``"model"`` or ``"guide"``) names it in errors. Meant to run
+    inside ``pyro.plate("particles", K, dim=PARTICLE_DIM)``: a failure inside it (typically a
+    plate or shape clash with the particles plate) becomes a :class:`ContractError` naming
+    the role and the cause."""
     args, kwargs = program_args(x, mask, y)
     try:
         return poutine.trace(fn).get_trace(*args, **kwargs)
     except (ValueError, RuntimeError, IndexError, TypeError, NotImplementedError) as error:
         raise ContractError(
             f"the {role} failed when run vectorized under pyro.plate('particles', K, "
-            f"dim={_PARTICLE_DIM}): {str(error).splitlines()[0]}. The contract (DESIGN.md "
+            f"dim={PARTICLE_DIM}): {str(error).splitlines()[0]}. The contract (DESIGN.md "
             "section 2) puts every per-datapoint site in pyro.plate('data', N) on the "
             "rightmost batch dimension and lets shapes broadcast on the left"
         ) from error
@@ -140,11 +154,13 @@ def _sample_sites(trace: poutine.Trace) -> list[dict]:
     ]
 
 
-def _latent_sites(trace: poutine.Trace) -> dict[str, dict]:
+def latent_sites(trace: poutine.Trace) -> dict[str, dict]:
+    """The trace's unobserved sample sites (subsample sites excluded), by name in execution
+    order."""
     return {site["name"]: site for site in _sample_sites(trace) if not site["is_observed"]}
 
 
-def _guide_draws(
+def guide_draws(
     guide: Callable,
     x: torch.Tensor,
     mask: torch.Tensor | None,
@@ -152,9 +168,14 @@ def _guide_draws(
     start: int,
     num_samples: int,
     seed: int,
-) -> _Draws:
+) -> GuideDraws:
     """Run the guide once per datapoint of ``x`` (global indices from ``start``), each with
-    its own seeded generator, and stack the particles along the data dimension."""
+    its own generator seeded by ``derive_seed(seed, start + offset)``, under a particles plate
+    of size ``num_samples``, and stack the particles along the data dimension. The caller's
+    random stream is left as it was (:func:`rng_scope`).
+
+    :raises ContractError: when the guide fails vectorized or samples no latent site.
+    """
     values: dict[str, list[torch.Tensor]] = {}
     event_dims: dict[str, int] = {}
     log_qs = []
@@ -165,11 +186,11 @@ def _guide_draws(
             mask_n = None if mask is None else mask[offset : offset + 1]
             y_n = None if y is None else y[offset : offset + 1]
             _seed_generators(x.device, derive_seed(seed, start + offset))
-            with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
-                traces.append(_trace("guide", guide, x_n, mask_n, y_n))
+            with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
+                traces.append(trace_program("guide", guide, x_n, mask_n, y_n))
     for trace in traces:
         trace.compute_log_prob()
-        sites = _latent_sites(trace)
+        sites = latent_sites(trace)
         if not sites:
             raise ContractError("the guide samples no latent site; it must sample every latent")
         log_q = torch.zeros(num_samples, 1, dtype=x.dtype, device=x.device)
@@ -179,7 +200,7 @@ def _guide_draws(
             log_q = log_q + _site_log_prob(site, num_samples, "guide")
         log_qs.append(log_q)
     stacked = {name: torch.cat(vals, dim=-1 - event_dims[name]) for name, vals in values.items()}
-    return _Draws(stacked, event_dims, torch.cat(log_qs, dim=-1))
+    return GuideDraws(stacked, event_dims, torch.cat(log_qs, dim=-1))
 
 
 def _model_log_joint(
@@ -187,20 +208,20 @@ def _model_log_joint(
     x: torch.Tensor,
     mask: torch.Tensor | None,
     y: torch.Tensor | None,
-    draws: _Draws,
+    draws: GuideDraws,
     start: int,
     stop: int,
 ) -> torch.Tensor:
     """log p(x, z) for particles ``start:stop`` of ``draws``: shape ``(stop - start, n)``."""
     count = stop - start
     values = {
-        name: value.narrow(_PARTICLE_DIM - draws.event_dims[name], start, count)
+        name: value.narrow(PARTICLE_DIM - draws.event_dims[name], start, count)
         for name, value in draws.values.items()
     }
-    with pyro.plate("particles", count, dim=_PARTICLE_DIM):
-        trace = _trace("model", poutine.condition(model, data=values), x, mask, y)
+    with pyro.plate("particles", count, dim=PARTICLE_DIM):
+        trace = trace_program("model", poutine.condition(model, data=values), x, mask, y)
     trace.compute_log_prob()
-    missing = sorted(_latent_sites(trace))
+    missing = sorted(latent_sites(trace))
     if missing:
         raise ContractError(
             f"the guide does not sample the model's latent sites {missing}; a guide must "
@@ -257,7 +278,7 @@ def iter_log_weights(
         x_rows = x[rows]
         mask_rows = None if mask is None else mask[rows]
         y_rows = None if y is None else y[rows]
-        draws = _guide_draws(guide, x_rows, mask_rows, y_rows, begin, num_samples, seed)
+        draws = guide_draws(guide, x_rows, mask_rows, y_rows, begin, num_samples, seed)
         log_p = torch.cat(
             [
                 _model_log_joint(
@@ -317,7 +338,7 @@ def trace_log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace) ->
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     model_sites = _sample_sites(model_trace)
-    guide_sites = list(_latent_sites(guide_trace).values())
+    guide_sites = list(latent_sites(guide_trace).values())
     shapes = [s["log_prob"].shape for s in model_sites + guide_sites]
     num_particles = max((shape[0] for shape in shapes if len(shape) == 2), default=1)
     log_w = 0.0

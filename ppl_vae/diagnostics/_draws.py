@@ -16,7 +16,7 @@ import torch
 from pyro import poutine
 
 from ppl_vae.errors import ContractError
-from ppl_vae.importance import _PARTICLE_DIM, _latent_sites, _trace
+from ppl_vae.importance import PARTICLE_DIM, latent_sites, trace_program
 
 __all__ = [
     "data_blocks",
@@ -53,13 +53,13 @@ def trace_guide(
     guide: Callable, x: torch.Tensor, y: torch.Tensor | None, num_samples: int
 ) -> poutine.Trace:
     """The guide's trace on ``x`` under ``pyro.plate("particles", num_samples, dim=-2)``."""
-    with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
-        return _trace("guide", guide, x, None, y)
+    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
+        return trace_program("guide", guide, x, None, y)
 
 
 def guide_latents(trace: poutine.Trace) -> dict[str, dict]:
     """The guide's latent sites in sampling order; raises if there are none."""
-    sites = _latent_sites(trace)
+    sites = latent_sites(trace)
     if not sites:
         raise ContractError("the guide samples no latent site; it must sample every latent")
     return sites
@@ -79,12 +79,12 @@ def replay_model(
     as ``obs`` is kept in ``site["infer"]["obs"]``). Checks that the guide covers exactly the
     model's latent sites."""
     program = poutine.uncondition(model) if uncondition else model
-    with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
-        trace = _trace("model", poutine.replay(program, trace=guide_trace), x, None, y)
-    guide_names = set(_latent_sites(guide_trace))
+    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
+        trace = trace_program("model", poutine.replay(program, trace=guide_trace), x, None, y)
+    guide_names = set(latent_sites(guide_trace))
     model_latents = {
         name
-        for name, site in _latent_sites(trace).items()
+        for name, site in latent_sites(trace).items()
         if not site["infer"].get("was_observed", False)
     }
     missing = sorted(model_latents - guide_names)
@@ -109,8 +109,8 @@ def trace_model(
 ) -> poutine.Trace:
     """The model's trace on ``x`` with every latent drawn from the model itself (ancestral
     draws from the prior p(z), or p(z | y) for conditional programs)."""
-    with pyro.plate("particles", num_samples, dim=_PARTICLE_DIM):
-        return _trace("model", model, x, None, y)
+    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
+        return trace_program("model", model, x, None, y)
 
 
 def flatten_coordinates(value: torch.Tensor, event_dim: int, num_samples: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ randomness, the projections of :func:`sliced_wasserstein`, comes from an explici
   The bandwidth :math:`h` defaults to the median heuristic ([1], section 8): the median
   Euclidean distance between points of the pooled sample (:func:`median_bandwidth`).
   Unbiasedness assumes independent draws: autocorrelated MCMC draws bias it upward by a
-  little, so thin them first (the caller in :mod:`ppl_vae.diagnostics.mcmc` does).
+  little, so thin them first (:func:`ppl_vae.diagnostics.mcmc.posterior_mcmc` does).
 
 * :func:`sliced_wasserstein`: the sliced Wasserstein-2 distance [2]
 

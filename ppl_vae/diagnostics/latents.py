@@ -119,7 +119,7 @@ from ppl_vae.diagnostics._json import json_float, json_floats
 from ppl_vae.diagnostics.discrepancy import median_bandwidth, mmd_squared
 from ppl_vae.errors import ContractError
 from ppl_vae.estimators import prepare_inputs
-from ppl_vae.importance import DEFAULT_CHUNK_SIZE, _latent_sites, rng_scope
+from ppl_vae.importance import DEFAULT_CHUNK_SIZE, latent_sites, rng_scope
 
 __all__ = [
     "ActiveUnits",
@@ -540,7 +540,7 @@ def aggregate_posterior_vs_prior(
     with rng_scope(x.device, seed):
         for x_rows, y_rows in iter_blocks(x, y, num_samples, chunk_size):
             guide_sites = guide_latents(trace_guide(guide, x_rows, y_rows, num_samples))
-            model_sites = _latent_sites(trace_model(model, x_rows, y_rows, num_samples))
+            model_sites = latent_sites(trace_model(model, x_rows, y_rows, num_samples))
             missing = sorted(set(guide_sites) - set(model_sites))
             if missing:
                 raise ContractError(

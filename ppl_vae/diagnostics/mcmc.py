@@ -36,6 +36,11 @@ Cost: NUTS evaluates the model's log density and its gradient about :math:`2^d` 
 draw for a tree of depth :math:`d`, one datapoint at a time. Keep the batch small (1-20
 points); ``summary()["seconds_per_datapoint"]`` reports what it took.
 
+The work is split by concept: :mod:`ppl_vae.diagnostics._mcmc_layout` (the model's latent
+layout, the guide's draws in it, the ``InferenceData``), :mod:`ppl_vae.diagnostics._nuts`
+(the chains and their sampler statistics) and :mod:`ppl_vae.diagnostics._mcmc_discrepancy`
+(the comparison); this module holds the record and the two entry points.
+
 References
 
 [1] Hoffman & Gelman (2014), *The No-U-Turn sampler: adaptively setting path lengths in
@@ -49,9 +54,6 @@ References
 
 from __future__ import annotations
 
-import math
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,22 +63,22 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from pyro import poutine
-from pyro.infer import MCMC, NUTS
-from pyro.infer.mcmc.util import initialize_model
-from pyro.poutine.util import site_is_subsample
 
 from ppl_vae.diagnostics._frozen import freeze_parameters, frozen_parameters
 from ppl_vae.diagnostics._json import json_float
-from ppl_vae.diagnostics.discrepancy import (
-    mmd_squared,
-    moment_comparison,
-    sliced_wasserstein,
-    thin_evenly,
+from ppl_vae.diagnostics._mcmc_discrepancy import MMD_MAX_POINTS, guide_discrepancy
+from ppl_vae.diagnostics._mcmc_layout import (
+    Layout,
+    data_groups,
+    guide_idata,
+    guide_values,
+    layout_from_columns,
+    mcmc_idata,
+    model_layout,
 )
-from ppl_vae.errors import ContractError
+from ppl_vae.diagnostics._nuts import sample_row
 from ppl_vae.estimators import prepare_inputs
-from ppl_vae.importance import _guide_draws, rng_scope
+from ppl_vae.importance import rng_scope
 from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
 
@@ -90,35 +92,9 @@ __all__ = [
 
 #: Random directions of the sliced Wasserstein distance.
 DEFAULT_NUM_PROJECTIONS = 128
-#: At most this many evenly spaced draws of each sample enter the MMD (memory is quadratic).
-MMD_MAX_POINTS = 2000
 
 # Streams of derive_seed(seed, stream, ...): independent randomness for each use.
 _INIT, _CHAIN, _GUIDE, _PROJECTIONS, _SETUP, _LAYOUT = range(6)
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The model's latent sites in execution order and their columns in the flat vector."""
-
-    event_shapes: dict[str, tuple[int, ...]]
-
-    @property
-    def sites(self) -> list[str]:
-        return list(self.event_shapes)
-
-    @property
-    def columns(self) -> dict[str, tuple[int, int]]:
-        columns, start = {}, 0
-        for name, shape in self.event_shapes.items():
-            size = math.prod(shape)
-            columns[name] = (start, start + size)
-            start += size
-        return columns
-
-    def dim(self, name: str) -> str:
-        """The ArviZ dimension of a site's coordinates: ``latent`` alone, else per site."""
-        return "latent" if len(self.event_shapes) == 1 else f"latent_{name}"
 
 
 @dataclass(frozen=True)
@@ -221,228 +197,6 @@ def _per_obs(stats: xr.Dataset, reduce: Callable) -> np.ndarray:
     return reduce(np.concatenate(parts, axis=1), axis=1)
 
 
-# --------------------------------------------------------------------------- layout & draws
-
-
-def _model_layout(model: Callable, args: tuple, kwargs: dict) -> _Layout:
-    """Trace the model on one datapoint and check its latent sites suit NUTS."""
-    try:
-        with torch.no_grad():
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
-    except (ValueError, RuntimeError, IndexError, TypeError, NotImplementedError) as error:
-        raise ContractError(
-            f"the model failed on a single datapoint: {str(error).splitlines()[0]}"
-        ) from error
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
-            continue
-        if site["fn"].support.is_discrete:
-            raise ContractError(
-                f"latent site {name!r} is discrete; NUTS samples continuous latents only. "
-                "Observe it (for labels, pass y=...) or compare guides by importance sampling"
-            )
-        if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
-            raise ContractError(
-                f"latent site {name!r} lies outside pyro.plate('data'); the contract puts "
-                "every latent site in the data plate, one value per datapoint"
-            )
-        event = tuple(site["fn"].event_shape)
-        if tuple(site["value"].shape) != (1, *event):
-            raise ContractError(
-                f"latent site {name!r} has shape {tuple(site['value'].shape)} on one datapoint;"
-                f" expected (1, *event_shape) = {(1, *event)}. Move extra dimensions into the "
-                "event with .to_event()"
-            )
-        shapes[name] = event
-    if not shapes:
-        raise ContractError("the model has no latent site to sample")
-    if "x" not in trace.nodes:
-        raise ContractError("the model has no observed site named 'x'")
-    return _Layout(shapes)
-
-
-def _guide_values(
-    guide: Callable,
-    layout: _Layout,
-    x: torch.Tensor,
-    mask: torch.Tensor | None,
-    y: torch.Tensor | None,
-    num_samples: int,
-    seed: int,
-) -> dict[str, torch.Tensor]:
-    """Guide draws per site, flattened to ``(num_samples, N, size)``, checked against the
-    model's latent sites."""
-    with torch.no_grad():
-        draws = _guide_draws(guide, x, mask, y, 0, num_samples, seed)
-    missing = sorted(set(layout.sites) - set(draws.values))
-    extra = sorted(set(draws.values) - set(layout.sites))
-    if missing or extra:
-        raise ContractError(
-            f"the guide must sample exactly the model's latent sites {layout.sites}; "
-            f"missing {missing}, unknown {extra}"
-        )
-    values = {}
-    for name, (start, stop) in layout.columns.items():
-        value = draws.values[name].detach()
-        event = value.shape[value.dim() - draws.event_dims[name] :]
-        if math.prod(event) != stop - start:
-            raise ContractError(
-                f"the guide's site {name!r} has event shape {tuple(event)}, the model's "
-                f"{layout.event_shapes[name]}"
-            )
-        value = value.reshape(*value.shape[: value.dim() - len(event)], stop - start)
-        values[name] = value.expand(num_samples, x.shape[0], stop - start)
-    return values
-
-
-# --------------------------------------------------------------------------- NUTS
-
-
-def _tree_depth(n_steps: np.ndarray) -> np.ndarray:
-    return np.ceil(np.log2(n_steps + 1.0)).astype(np.int64)
-
-
-def _run_chain(
-    potential_fn: Callable,
-    transforms: dict,
-    init: dict[str, torch.Tensor],
-    *,
-    num_samples: int,
-    warmup_steps: int,
-    kernel_options: dict[str, Any],
-) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """One NUTS chain from ``init`` (unconstrained); returns constrained draws per site
-    ``(num_samples, 1, *event)`` and per-draw sampler statistics."""
-    calls = [0]
-
-    def counted(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        calls[0] += 1
-        return potential_fn(params)
-
-    records: dict[str, list] = {
-        "step_size": [],
-        "n_steps": [],
-        "mean_accept": [],
-        "lp": [],
-        "diverging": [],
-    }
-
-    def hook(kernel: NUTS, params: dict, stage: str, i: int) -> None:
-        count, calls[0] = calls[0], 0
-        if not stage.startswith("Sample"):
-            return
-        records["step_size"].append(float(kernel.step_size))
-        records["n_steps"].append(count)
-        # Pyro keeps a running mean of the acceptance statistic and the state's potential
-        # energy only as private attributes; fall back to NaN if they move.
-        records["mean_accept"].append(float(getattr(kernel, "_mean_accept_prob", math.nan)))
-        energy = getattr(kernel, "_potential_energy_last", None)
-        records["lp"].append(math.nan if energy is None else -float(energy))
-        divergences = kernel.diagnostics()["divergences"]
-        records["diverging"].append(bool(divergences) and divergences[-1] == i)
-
-    kernel = NUTS(potential_fn=counted, **kernel_options)
-    mcmc = MCMC(
-        kernel,
-        num_samples=num_samples,
-        warmup_steps=warmup_steps,
-        initial_params=init,
-        hook_fn=hook,
-        disable_progbar=True,
-        transforms=transforms,
-    )
-    mcmc.run()
-    samples = {name: value.detach() for name, value in mcmc.get_samples().items()}
-    stats = {key: np.asarray(val) for key, val in records.items()}
-    # Per-draw acceptance statistic from the running mean m_n: a_n = n m_n - (n - 1) m_{n-1}.
-    running = stats.pop("mean_accept")
-    n = np.arange(1, running.size + 1)
-    stats["acceptance_rate"] = n * running - (n - 1) * np.concatenate([[0.0], running[:-1]])
-    stats["tree_depth"] = _tree_depth(stats["n_steps"])
-    return samples, stats
-
-
-def _chain_inits(
-    potential_fn: Callable,
-    transforms: dict,
-    fallback: dict[str, torch.Tensor],
-    inits: list[dict[str, torch.Tensor]],
-) -> list[dict[str, torch.Tensor]]:
-    """Guide draws mapped to the unconstrained space; a draw where the model's density is
-    not finite is replaced by Pyro's own valid initial point, with a warning."""
-    result = []
-    for chain, values in enumerate(inits):
-        init = {name: transforms[name](value) for name, value in values.items()}
-        with torch.no_grad():
-            energy = potential_fn(init)
-        if not bool(torch.isfinite(energy)):
-            warnings.warn(
-                f"chain {chain}: the model's density is not finite at the guide's draw; "
-                "starting from Pyro's uniform initialisation instead",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            init = fallback
-        result.append(init)
-    return result
-
-
-def _sample_row(
-    model: Callable,
-    program: tuple[tuple, dict],
-    layout: _Layout,
-    starts: list[dict[str, torch.Tensor]],
-    *,
-    seeds: tuple[int, int],
-    device: torch.device,
-    num_samples: int,
-    warmup_steps: int,
-    kernel_options: dict[str, Any],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """NUTS chains on one datapoint (the model called with ``program = (args, kwargs)``),
-    chain ``c`` started from the flat guide draws ``starts[c]`` and seeded by
-    ``derive_seed(seeds[1], c)``. Returns draws per site ``(chain, draw, size)`` (float64),
-    sampler statistics ``(chain, draw)`` and the seconds it took."""
-    start = time.perf_counter()
-    args, kwargs = program
-    with rng_scope(device, seeds[0]):
-        fallback, potential_fn, transforms, _ = initialize_model(
-            model, model_args=args, model_kwargs=kwargs
-        )
-    inits = [
-        {name: flat[name].reshape(1, *layout.event_shapes[name]) for name in layout.sites}
-        for flat in starts
-    ]
-    chains = []
-    for c, init in enumerate(_chain_inits(potential_fn, transforms, fallback, inits)):
-        with rng_scope(device, derive_seed(seeds[1], c)):
-            chains.append(
-                _run_chain(
-                    potential_fn,
-                    transforms,
-                    init,
-                    num_samples=num_samples,
-                    warmup_steps=warmup_steps,
-                    kernel_options=kernel_options,
-                )
-            )
-    draws = {
-        # (num_samples, 1, *event) per chain -> (chain, draw, size)
-        name: torch.stack([samples[name] for samples, _ in chains])
-        .reshape(len(chains), num_samples, -1)
-        .cpu()
-        .double()
-        .numpy()
-        for name in layout.sites
-    }
-    stats = {key: np.stack([chain_stats[key] for _, chain_stats in chains]) for key in chains[0][1]}
-    return draws, stats, time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------- API
-
-
 def _check_counts(**counts: int | None) -> None:
     for name, value in counts.items():
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -451,102 +205,6 @@ def _check_counts(**counts: int | None) -> None:
 
 def _row(tensor: torch.Tensor | None, i: int) -> torch.Tensor | None:
     return None if tensor is None else tensor[i : i + 1]
-
-
-def _data_groups(
-    x: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor | None
-) -> dict[str, xr.Dataset]:
-    """``observed_data`` (``x``) and, where given, ``constant_data`` (``y``, ``mask``)."""
-
-    def variable(name: str, value: torch.Tensor) -> xr.DataArray:
-        dims = ["obs", *(f"{name}_dim_{k}" for k in range(value.dim() - 1))]
-        return xr.DataArray(value.detach().cpu().numpy(), dims=dims)
-
-    obs = {"obs": np.arange(x.shape[0])}
-    groups = {"observed_data": xr.Dataset({"x": variable("x", x)}, coords=obs)}
-    constant = {}
-    if y is not None:
-        constant["y"] = variable("y", y)
-    if mask is not None:
-        constant["mask"] = variable("mask", mask.expand(x.shape[0], *mask.shape[1:]))
-    if constant:
-        groups["constant_data"] = xr.Dataset(constant, coords=obs)
-    return groups
-
-
-def _posterior_dims(layout: _Layout) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
-    dims, coords = {}, {}
-    for name, (start, stop) in layout.columns.items():
-        dim = layout.dim(name)
-        dims[name] = ["obs", dim]
-        coords[dim] = np.arange(stop - start)
-    return dims, coords
-
-
-def _guide_idata(
-    values: dict[str, torch.Tensor], layout: _Layout, num_data: int, attrs: dict
-) -> az.InferenceData:
-    dims, coords = _posterior_dims(layout)
-    posterior = {
-        name: value.reshape(1, value.shape[0], num_data, -1).cpu().double().numpy()
-        for name, value in values.items()
-    }
-    coords["obs"] = np.arange(num_data)
-    return az.from_dict(posterior=posterior, coords=coords, dims=dims, posterior_attrs=attrs)
-
-
-def _discrepancy(
-    mcmc: az.InferenceData,
-    guide: az.InferenceData,
-    layout: _Layout,
-    seed: int,
-    num_projections: int,
-) -> xr.Dataset:
-    """Per-datapoint moments, MMD² and sliced W2 between guide and MCMC draws."""
-    num_data = int(mcmc.posterior.sizes["obs"])
-
-    def pooled(idata: az.InferenceData) -> np.ndarray:
-        # (chain * draw, obs, D) with every site's columns concatenated
-        parts = []
-        for name in layout.sites:
-            array = idata.posterior[name].transpose("chain", "draw", "obs", ...).values
-            parts.append(array.reshape(-1, num_data, array.shape[-1]))
-        return np.concatenate(parts, axis=-1)
-
-    mcmc_draws, guide_draws = pooled(mcmc), pooled(guide)
-    moments: dict[str, list[np.ndarray]] = {}
-    mmd2, sw2 = [], []
-    for i in range(num_data):
-        target, draws = mcmc_draws[:, i], guide_draws[:, i]
-        for key, value in moment_comparison(draws, target).items():
-            moments.setdefault(key, []).append(value)
-        mmd2.append(
-            mmd_squared(thin_evenly(draws, MMD_MAX_POINTS), thin_evenly(target, MMD_MAX_POINTS))
-        )
-        sw2.append(
-            sliced_wasserstein(draws, target, num_projections, derive_seed(seed, _PROJECTIONS, i))
-        )
-    names = {
-        "reference_mean": "mcmc_mean",
-        "reference_sd": "mcmc_sd",
-        "mean": "guide_mean",
-        "sd": "guide_sd",
-        "mean_diff": "mean_diff",
-        "sd_diff": "sd_diff",
-    }
-    data_vars = {new: (("obs", "latent"), np.stack(moments[old])) for old, new in names.items()}
-    data_vars["mmd2"] = (("obs",), np.asarray(mmd2))
-    data_vars["sliced_w2"] = (("obs",), np.asarray(sw2))
-    site = [name for name in layout.sites for _ in range(math.prod(layout.event_shapes[name]))]
-    site_index = [k for name in layout.sites for k in range(math.prod(layout.event_shapes[name]))]
-    coords = {
-        "obs": np.arange(num_data),
-        "latent": np.arange(len(site)),
-        "site": ("latent", np.asarray(site)),
-        "site_index": ("latent", np.asarray(site_index)),
-    }
-    attrs = {"num_projections": num_projections, "mmd_max_points": MMD_MAX_POINTS}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def posterior_mcmc(
@@ -614,11 +272,9 @@ def posterior_mcmc(
         device, num_data = x.device, x.shape[0]
         args, kwargs = program_args(x[:1], _row(mask, 0), _row(y, 0))
         with rng_scope(device, derive_seed(seed, _LAYOUT)):
-            layout = _model_layout(model, args, kwargs)
-        init_values = _guide_values(guide, layout, x, mask, y, num_chains, derive_seed(seed, _INIT))
-        guide_values = _guide_values(
-            guide, layout, x, mask, y, guide_samples, derive_seed(seed, _GUIDE)
-        )
+            layout = model_layout(model, args, kwargs)
+        init_values = guide_values(guide, layout, x, mask, y, num_chains, derive_seed(seed, _INIT))
+        q_values = guide_values(guide, layout, x, mask, y, guide_samples, derive_seed(seed, _GUIDE))
         freeze_parameters(model, guide)
         rows = []
         for i in range(num_data):
@@ -626,7 +282,7 @@ def posterior_mcmc(
                 {name: init_values[name][c, i] for name in layout.sites} for c in range(num_chains)
             ]
             rows.append(
-                _sample_row(
+                sample_row(
                     model,
                     program_args(x[i : i + 1], _row(mask, i), _row(y, i)),
                     layout,
@@ -638,16 +294,9 @@ def posterior_mcmc(
                     kernel_options=kernel_options,
                 )
             )
-        guide_idata_attrs = {"source": "guide", "seed": seed}
-        guide_idata = _guide_idata(guide_values, layout, num_data, guide_idata_attrs)
-        data_groups = _data_groups(x, mask, y)
+        q_idata = guide_idata(q_values, layout, num_data, {"source": "guide", "seed": seed})
+        groups = data_groups(x, mask, y)
 
-    dims, coords = _posterior_dims(layout)
-    coords["obs"] = np.arange(num_data)
-    # per row (chain, draw, ...) -> (chain, draw, obs, ...)
-    posterior = {name: np.stack([row[0][name] for row in rows], axis=2) for name in layout.sites}
-    sample_stats = {key: np.stack([row[1][key] for row in rows], axis=2) for key in rows[0][1]}
-    seconds = np.asarray([row[2] for row in rows])
     attrs = {
         "inference_library": "pyro",
         "sampler": "NUTS",
@@ -657,22 +306,15 @@ def posterior_mcmc(
         "full_mass": int(full_mass),
         "seed": seed,
     }
-    mcmc_idata = az.from_dict(
-        posterior=posterior,
-        sample_stats=sample_stats,
-        coords=coords,
-        dims={**dims, **{key: ["obs"] for key in sample_stats}},
-        posterior_attrs=attrs,
-        sample_stats_attrs=attrs,
-    )
-    mcmc_idata.add_groups(data_groups)
-    return _assemble(mcmc_idata, guide_idata, layout, seed, num_projections, seconds)
+    mcmc = mcmc_idata(layout, [row[0] for row in rows], [row[1] for row in rows], attrs, groups)
+    seconds = np.asarray([row[2] for row in rows])
+    return _assemble(mcmc, q_idata, layout, seed, num_projections, seconds)
 
 
 def _assemble(
     mcmc: az.InferenceData,
     guide: az.InferenceData,
-    layout: _Layout,
+    layout: Layout,
     seed: int,
     num_projections: int,
     seconds: np.ndarray,
@@ -687,17 +329,18 @@ def _assemble(
     )
 
 
-def _layout_of(comparison: PosteriorComparison) -> _Layout:
-    posterior = comparison.mcmc.posterior
-    shapes = {}
-    for name in comparison.latent_columns:
-        start, stop = comparison.latent_columns[name]
-        shapes[name] = (stop - start,)
-    layout = _Layout(shapes)
-    for name in layout.sites:
-        if posterior[name].dims[-1] != layout.dim(name):
-            raise ValueError(f"unexpected dims {posterior[name].dims} of site {name!r}")
-    return layout
+def _discrepancy(
+    mcmc: az.InferenceData,
+    guide: az.InferenceData,
+    layout: Layout,
+    seed: int,
+    num_projections: int,
+) -> xr.Dataset:
+    """The guide's discrepancy from the MCMC draws, datapoint ``i`` projected with the seed
+    derived from ``(seed, i)``."""
+    num_data = int(mcmc.posterior.sizes["obs"])
+    seeds = [derive_seed(seed, _PROJECTIONS, i) for i in range(num_data)]
+    return guide_discrepancy(mcmc, guide, layout, seeds, num_projections)
 
 
 def compare_guide(
@@ -717,18 +360,18 @@ def compare_guide(
     """
     _check_counts(guide_samples=guide_samples, num_projections=num_projections)
     mcmc = comparison.mcmc
-    layout = _layout_of(comparison)
     posterior = mcmc.posterior
+    layout = layout_from_columns(comparison.latent_columns, posterior)
     guide_samples = guide_samples or int(posterior.sizes["chain"] * posterior.sizes["draw"])
     constant = mcmc["constant_data"] if "constant_data" in mcmc.groups() else None
     y = None if constant is None or "y" not in constant else constant["y"].values
     mask = None if constant is None or "mask" not in constant else constant["mask"].values
     with frozen_parameters(None, guide, eval_mode=True):
         x, mask, y = prepare_inputs(None, guide, mcmc.observed_data["x"].values, mask, y)
-        values = _guide_values(guide, layout, x, mask, y, guide_samples, derive_seed(seed, _GUIDE))
-        guide_idata = _guide_idata(values, layout, x.shape[0], {"source": "guide", "seed": seed})
+        values = guide_values(guide, layout, x, mask, y, guide_samples, derive_seed(seed, _GUIDE))
+        q_idata = guide_idata(values, layout, x.shape[0], {"source": "guide", "seed": seed})
     return replace(
         comparison,
-        guide=guide_idata,
-        discrepancy=_discrepancy(mcmc, guide_idata, layout, seed, num_projections),
+        guide=q_idata,
+        discrepancy=_discrepancy(mcmc, q_idata, layout, seed, num_projections),
     )
