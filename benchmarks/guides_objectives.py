@@ -60,8 +60,9 @@ ANCHORS = {"normal-elbo": "88.71 (VAE, Burda et al. 2016)", "normal-iwae": "87.1
 def finished(run_dir: Path, epochs: int) -> bool:
     if not (run_dir / METRICS).is_file() or not (run_dir / CHECKPOINT).is_file():
         return False
-    history = json.loads((run_dir / METRICS).read_text())["training"]["history"]
-    return bool(history) and history[-1]["epoch"] == epochs
+    metrics = json.loads((run_dir / METRICS).read_text())
+    history = metrics["training"]["history"]  # written after every epoch, "test" at the end
+    return "test" in metrics and bool(history) and history[-1]["epoch"] == epochs
 
 
 def run_preset(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ppl_vae.data import DATASETS, default_data_dir
 from ppl_vae.diagnostics.report import DiagnoseSettings, diagnose_run
 from ppl_vae.errors import ConfigError, PplVaeError
 from ppl_vae.objectives import OBJECTIVES
-from ppl_vae.run import RunConfig, evaluate_run, train_run
+from ppl_vae.run import RunConfig, evaluate_run, resume_run, train_run
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -299,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="run directory (default: runs/DATASET-YYYYmmdd-HHMMSS)"
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last checkpointed epoch up to its epochs (or a new "
+        "total given by --epochs); only --epochs, --no-progress, --data-dir and --download "
+        "go with it",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -410,7 +418,37 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+#: Flags of ``train`` that may go with ``--resume``: the rest would change the run.
+_RESUME_FLAGS = {"epochs", "no_progress", "data_dir", "download", "resume", "command"}
+
+
+def _resume(args: argparse.Namespace) -> None:
+    given = sorted(
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name not in _RESUME_FLAGS and value not in (None, False, [])
+    )
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with the settings in its config.json; {', '.join(given)} "
+            "would change the run and cannot go with it (only --epochs, --no-progress, "
+            "--data-dir and --download can); start a new run with --out instead"
+        )
+    metrics = resume_run(
+        args.resume,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+        data_dir=args.data_dir,
+        download=args.download,
+    )
+    print(_report(metrics["test"]))
+    print(f"run directory: {args.resume}")
+
+
 def _train(args: argparse.Namespace) -> None:
+    if args.resume is not None:
+        _resume(args)
+        return
     config = RunConfig.from_settings(settings_from_args(args))
     name = Path(config.data).stem if config.data else config.dataset
     out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"

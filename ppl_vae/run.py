@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_d
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE
-from ppl_vae.kl_scaling import beta_at, check_betas_supported, kl_warmup
+from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, kl_warmup
 from ppl_vae.objectives import build_objective
 from ppl_vae.registry import lookup
 from ppl_vae.training import fit
@@ -42,6 +43,7 @@ __all__ = [
     "evaluate_run",
     "load_run",
     "model_spec_for",
+    "resume_run",
     "run_split",
     "train_run",
 ]
@@ -260,32 +262,33 @@ def _evaluate(
     return estimate.summary()
 
 
-def train_run(
-    config: RunConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
-) -> dict[str, Any]:
-    """Train, checkpoint after every epoch, evaluate on the test split; returns the metrics
-    also written to ``out_dir/metrics.json``."""
-    out = Path(out_dir)
-    if config.epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
-    config = replace(  # a run directory must work from any working directory
+def _resolve_paths(config: RunConfig) -> RunConfig:
+    """Absolute data paths: a run directory must work from any working directory."""
+    return replace(
         config,
         data=None if config.data is None else str(Path(config.data).resolve()),
         data_dir=None if config.data_dir is None else str(Path(config.data_dir).resolve()),
     )
-    dataset = _load_data(config)
-    config = replace(config, model=model_spec_for(config, dataset))
-    if _needs_grey_levels(config.model.likelihood, dataset):
-        dataset = grey_levels_dataset(dataset)
-        config = replace(config, model=model_spec_for(config, dataset))
-    objective = build_objective(config.objective, **config.objective_options)
-    kl_scale = kl_scale_for(config)
-    epochs = range(1, config.epochs + 1)  # refuse what fit would refuse, before any writing
+
+
+def _run_dataset(config: RunConfig) -> Dataset:
+    """The data of a run whose model is known, rescaled as in training."""
+    loaded = _load_data(config)
+    if _needs_grey_levels(config.model.likelihood, loaded):
+        loaded = grey_levels_dataset(loaded)
+    return loaded
+
+
+def _build_checked(
+    config: RunConfig, dataset: Dataset, objective: Any, kl_scale: Beta, epochs: range
+) -> tuple[Any, Any]:
+    """Check the objective's betas over ``epochs`` and every split against a freshly built
+    (seeded) model and guide, before anything is written; returns ``(model, guide)``."""
     check_betas_supported(objective, [beta_at(kl_scale, epoch) for epoch in epochs])
     pyro.clear_param_store()
     torch.manual_seed(config.seed)
     model, guide = build_vae(config.model)
-    for split in ("train", "valid", "test"):  # fail before anything is written
+    for split in ("train", "valid", "test"):
         data = dataset.split(split)
         if split == "train" and dataset.train_transform is not None:
             data = dataset.train_transform(data)
@@ -293,10 +296,46 @@ def train_run(
         labels = _labels(config, dataset, split)
         if labels is not None:
             validate_labels(labels, data.shape[0], model, name=f"{dataset.name} {split} labels")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, config.to_dict())
+    return model, guide
+
+
+def _train_and_test(
+    config: RunConfig,
+    dataset: Dataset,
+    out: Path,
+    model: Any,
+    guide: Any,
+    objective: Any,
+    kl_scale: Beta,
+    *,
+    start_epoch: int = 0,
+    optimizer: pyro.optim.PyroOptim | None = None,
+    metrics: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train epochs ``start_epoch + 1 .. config.epochs``, after each one writing the history
+    so far to ``metrics.json`` and then the checkpoint (both atomically), evaluate on the
+    test split and write the final metrics.
+
+    :param metrics: the run's earlier metrics when continuing it: their ``history`` (up to
+        ``start_epoch``) and ``seconds`` are carried on, other entries kept; the test
+        summary is replaced.
+    """
+    metrics = dict(metrics or {})
+    metrics.pop("test", None)
+    earlier = dict(metrics.get("training") or {})
+    history = [r for r in earlier.get("history", []) if r.get("epoch", 0) <= start_epoch]
+    seconds = float(earlier.get("seconds", 0.0))
+    metrics["dataset"] = dataset.name
+    started = time.perf_counter()
+    done: list[dict[str, Any]] = []
+
+    def training(elapsed: float) -> dict[str, Any]:
+        return {"seconds": seconds + elapsed, "history": history + done}
 
     def checkpoint(record, optimizer) -> None:
+        done.append(asdict(record))  # metrics first: a checkpoint never lacks its record
+        write_json(out / METRICS, {**metrics, "training": training(time.perf_counter() - started)})
         save_checkpoint(
             out / CHECKPOINT, model=model, guide=guide, optimizer=optimizer, epoch=record.epoch
         )
@@ -310,17 +349,20 @@ def train_run(
         valid_labels=_labels(config, dataset, "valid"),
         elbo=objective,
         beta=kl_scale,
-        epochs=config.epochs,
+        epochs=config.epochs - start_epoch,
         batch_size=config.batch_size,
         lr=config.lr,
         seed=config.seed,
+        optimizer=optimizer,
+        start_epoch=start_epoch,
         progress=progress,
         on_epoch_end=checkpoint,
         batch_transform=dataset.train_transform,
     )
     if config.epochs == 0:  # still leave a loadable (untrained) run behind
         save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
-    test = _evaluate(
+    metrics["training"] = training(result.seconds)
+    metrics["test"] = _evaluate(
         model,
         guide,
         dataset.test,
@@ -329,9 +371,100 @@ def train_run(
         config.seed,
         config.chunk_size,
     )
-    metrics = {"dataset": dataset.name, "training": result.as_dict(), "test": test}
     write_json(out / METRICS, metrics)
     return metrics
+
+
+def train_run(
+    config: RunConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+) -> dict[str, Any]:
+    """Train, checkpoint after every epoch, evaluate on the test split; returns the metrics
+    also written to ``out_dir/metrics.json`` (whose ``training`` history is also written
+    after every epoch, so an interrupted run keeps it; see :func:`resume_run`)."""
+    out = Path(out_dir)
+    if config.epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
+    config = _resolve_paths(config)
+    dataset = _load_data(config)
+    config = replace(config, model=model_spec_for(config, dataset))
+    if _needs_grey_levels(config.model.likelihood, dataset):
+        dataset = grey_levels_dataset(dataset)
+        config = replace(config, model=model_spec_for(config, dataset))
+    objective = build_objective(config.objective, **config.objective_options)
+    kl_scale = kl_scale_for(config)
+    model, guide = _build_checked(config, dataset, objective, kl_scale, range(1, config.epochs + 1))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, config.to_dict())
+    return _train_and_test(
+        config, dataset, out, model, guide, objective, kl_scale, progress=progress
+    )
+
+
+def resume_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    epochs: int | None = None,
+    progress: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+) -> dict[str, Any]:
+    """Continue a run from its last checkpointed epoch, with the optimizer state, to the
+    parameters an uninterrupted run reaches; returns the metrics as :func:`train_run`.
+
+    Everything is rebuilt from the run's ``config.json``. Epochs ``last + 1 .. epochs``
+    are trained (``epochs``: the config's total, or a new total, which is then written
+    to ``config.json``), checkpointed as in training; the earlier history and training
+    seconds in ``metrics.json`` are kept and the test evaluation is run again.
+
+    :param data_dir: where the dataset files are now (default: the run's ``data_dir``);
+        not written to the config. ``download`` as in :func:`train_run`.
+    :raises CheckpointError: for a missing or damaged run directory or checkpoint.
+    :raises ConfigError: when there is nothing left to train, or ``epochs`` is below the
+        epochs already trained.
+    """
+    if epochs is not None and epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    run = Path(run_dir)
+    metrics = _read_metrics(run / METRICS)
+    stored, _, _, payload = load_run(run)  # checks config and checkpoint before any work
+    start = int(payload["epoch"])
+    total = stored.epochs if epochs is None else epochs
+    if total < start:
+        raise ConfigError(
+            f"{run} has already trained {start} epochs; pass --epochs N with N > {start} "
+            "to train further"
+        )
+    if total == start and "test" in metrics:
+        raise ConfigError(
+            f"{run} has finished: it has trained all {start} of its {total} epochs, so there "
+            f"is nothing to resume; pass --epochs N with N > {start} to train further"
+        )
+    stored = replace(stored, epochs=total)
+    config = stored  # what training reads: the stored settings, data found where told
+    if data_dir is not None:
+        config = replace(config, data_dir=str(Path(data_dir).resolve()))
+    if download:
+        config = replace(config, download=True)
+    dataset = _run_dataset(config)
+    objective = build_objective(config.objective, **config.objective_options)
+    kl_scale = kl_scale_for(config)
+    model, guide = _build_checked(config, dataset, objective, kl_scale, range(start + 1, total + 1))
+    optimizer = pyro.optim.Adam({"lr": config.lr})  # fit's default optimizer
+    restore_checkpoint(payload, model, guide, optimizer)
+    write_json(run / CONFIG, stored.to_dict())
+    return _train_and_test(
+        config,
+        dataset,
+        run,
+        model,
+        guide,
+        objective,
+        kl_scale,
+        start_epoch=start,
+        optimizer=optimizer,
+        metrics=metrics,
+        progress=progress,
+    )
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunConfig, Any, Any, dict[str, Any]]:
@@ -409,9 +542,7 @@ def run_split(
         data_dir=data_dir if data_dir is not None else config.data_dir,
         download=download,
     )
-    loaded = _load_data(data_config)
-    if _needs_grey_levels(config.model.likelihood, loaded):  # as in training
-        loaded = grey_levels_dataset(loaded)
+    loaded = _run_dataset(data_config)  # rescaled as in training
     data = loaded.split(split)
     if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
         with torch.random.fork_rng(devices=[]):
