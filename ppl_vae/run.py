@@ -27,7 +27,7 @@ from ppl_vae.checkpoint import load_checkpoint, restore_checkpoint, save_checkpo
 from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_data
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
-from ppl_vae.importance import DEFAULT_CHUNK_SIZE
+from ppl_vae.importance import DEFAULT_CHUNK_SIZE, rng_scope
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, kl_warmup
 from ppl_vae.objectives import build_objective
 from ppl_vae.registry import lookup
@@ -40,6 +40,7 @@ __all__ = [
     "METRICS",
     "RunConfig",
     "SplitData",
+    "evenly_spaced_rows",
     "evaluate_run",
     "load_run",
     "model_spec_for",
@@ -504,6 +505,13 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
+def evenly_spaced_rows(count: int, total: int) -> torch.Tensor:
+    """Rows ``floor(i * total / count)`` for ``i < count`` (all ``total`` rows when ``count >=
+    total``): a subset that keeps every part of data sorted by class represented."""
+    count = min(count, total)
+    return torch.arange(count) * total // count
+
+
 class SplitData(NamedTuple):
     """A split of a run's data: ``name`` of the dataset, ``data``, ``labels`` (for
     conditional models, else None) and the split's ``rows`` that were kept."""
@@ -545,15 +553,13 @@ def run_split(
     loaded = _run_dataset(data_config)  # rescaled as in training
     data = loaded.split(split)
     if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with rng_scope(data.device, seed):
             data = loaded.train_transform(data)
     labels = _labels(config, loaded, split)
     if labels is None and config.model.architecture == "conditional":
         raise ConfigError(f"the conditional model needs labels; {loaded.name} has none")
-    rows = torch.arange(data.shape[0])
-    if num_data is not None and num_data < data.shape[0]:
-        rows = torch.arange(num_data) * data.shape[0] // num_data
+    rows = evenly_spaced_rows(data.shape[0] if num_data is None else num_data, data.shape[0])
+    if rows.numel() < data.shape[0]:
         data = data[rows]
         labels = None if labels is None else labels[rows]
     return SplitData(loaded.name, data, labels, rows)

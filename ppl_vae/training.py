@@ -29,6 +29,7 @@ from pyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
 
 from ppl_vae.errors import ConfigError, ContractError, TrainingDivergedError
+from ppl_vae.importance import rng_scope
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, scale_latents
 from ppl_vae.params import claim_param_names
 from ppl_vae.programs import program_args
@@ -111,9 +112,7 @@ def _mean_elbo(
 ) -> float:
     loss = Trace_ELBO()
     total = 0.0
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with torch.no_grad(), rng_scope(x.device, seed):
         for begin in range(0, x.shape[0], batch_size):
             batch = x[begin : begin + batch_size]
             if transform is not None:

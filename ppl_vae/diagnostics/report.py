@@ -45,7 +45,7 @@ from ppl_vae.diagnostics.plots import (
 from ppl_vae.diagnostics.predictive import posterior_predictive_check
 from ppl_vae.diagnostics.psis import psis_diagnostics
 from ppl_vae.errors import ConfigError
-from ppl_vae.run import load_run, run_split
+from ppl_vae.run import evenly_spaced_rows, load_run, run_split
 
 __all__ = ["REPORT", "DiagnoseSettings", "diagnose_run"]
 
@@ -100,10 +100,6 @@ class DiagnoseSettings:
             raise ConfigError(
                 f"num_samples must be at least 21 for Pareto smoothing, got {self.num_samples}"
             )
-
-
-def _spaced(count: int, total: int) -> torch.Tensor:
-    return torch.arange(min(count, total)) * total // min(count, total)
 
 
 @dataclass
@@ -194,7 +190,7 @@ def diagnose_run(
     files["khat"] = str(plot_khat(psis.khat, out / "khat.png", num_samples=settings.num_samples))
 
     if settings.gap_points:
-        chosen = _spaced(settings.gap_points, x.shape[0])
+        chosen = evenly_spaced_rows(settings.gap_points, x.shape[0])
         gaps = run(
             "gaps",
             gap_decomposition,
