@@ -56,9 +56,11 @@ def train_preset(config: RunConfig, run_dir: Path, *, progress: bool = False) ->
 
 def evaluate_preset(run_dir: Path, *, num_samples: int, num_data: int) -> dict[str, Any]:
     """The run's training record and its test estimate with ``num_samples`` draws on
-    ``num_data`` evenly spaced test points (reused when already in ``metrics.json``)."""
+    ``num_data`` evenly spaced test points (reused when ``metrics.json`` already holds one
+    of the same settings made after the same epoch)."""
     metrics = json.loads((run_dir / METRICS).read_text())
-    wanted = {"num_samples": num_samples, "num_data": num_data, "split": "test"}
+    epoch, _ = trained_epochs(run_dir)
+    wanted = {"num_samples": num_samples, "num_data": num_data, "split": "test", "epoch": epoch}
     for summary in metrics.get("evaluations", []):
         if all(summary.get(key) == value for key, value in wanted.items()):
             return {"training": metrics["training"], "test": summary}
