@@ -33,17 +33,18 @@ BURDA = RunConfig(
     lr=1e-3,
     num_samples=1,  # the training run's own test pass; the table's estimate comes after
 )
-#: Tomczak & Welling (2018): 40 latents, two hidden layers of 300, 500 pseudo-inputs, KL
-#: warm-up (they use gated dense layers and warm up over 100 of up to 2000 epochs; here tanh
-#: and 5 epochs). Without warm-up the shared encoder collapses onto the prior: after 3
-#: epochs the ELBO stayed at -207 nats, the value of a model that ignores z.
+#: Tomczak & Welling (2018): 40 latents, two hidden layers of 300, 500 pseudo-inputs. They
+#: use gated dense layers and KL warm-up; here ReLU and no warm-up. With tanh the shared
+#: encoder collapses onto the VampPrior within the first epoch (measured on 10,000 training
+#: images: the validation ELBO stays at -207 nats, the value of a model that ignores z, with
+#: 50 or 500 pseudo-inputs, with or without warm-up), while ReLU trains normally.
 TOMCZAK = replace(
     BURDA,
     latent_dim=40,
     hidden=(300, 300),
+    activation="relu",
     prior="vamp",
     prior_options={"num_components": 500},
-    warmup_epochs=5,
 )
 
 PRESETS: dict[str, RunConfig] = {
