@@ -2,6 +2,7 @@
 models/."""
 
 from guides.amortized import AmortizedGuide, make_guide
+from guides.classifier import Classifier
 from guides.conditional import ConditionalGuide
 from guides.encoders import ENCODERS, ConvEncoder, MLPEncoder
 from guides.families import FAMILIES, DiagonalNormal, Family
@@ -10,12 +11,14 @@ from guides.hierarchical import HierarchicalGuide
 from guides.local import LocalGuide
 from guides.normal import DiagonalNormalGuide
 from guides.registry import GUIDES
+from guides.semi_supervised import SemiSupervisedGuide
 
 __all__ = [
     "ENCODERS",
     "FAMILIES",
     "GUIDES",
     "AmortizedGuide",
+    "Classifier",
     "ConditionalGuide",
     "ConvEncoder",
     "DiagonalNormal",
@@ -24,6 +27,7 @@ __all__ = [
     "HierarchicalGuide",
     "LocalGuide",
     "MLPEncoder",
+    "SemiSupervisedGuide",
     "make_family",
     "make_guide",
 ]

@@ -18,6 +18,7 @@ from torch import nn
 
 from guides.families import FAMILIES, Family
 from guides.family_factory import make_family
+from models.masking import fill_missing
 
 __all__ = ["AmortizedGuide", "make_guide"]
 
@@ -29,13 +30,24 @@ class AmortizedGuide(PyroModule):
         e.g. :class:`~guides.encoders.MLPEncoder`.
     :param family: the posterior family; by default the diagonal Normal.
     :param site: name of the model's latent site this guide samples.
+    :param fill_value: what the encoder sees in place of missing elements when the guide is
+        given a per-element mask (``False`` = missing): a number, or a tensor broadcasting
+        to one datapoint such as the per-feature training mean. The attribute can be
+        changed after construction (it is not saved with the parameters).
     """
 
-    def __init__(self, encoder: nn.Module, family: Family | None = None, site: str = "z"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        family: Family | None = None,
+        site: str = "z",
+        fill_value: float | torch.Tensor = 0.0,
+    ):
         super().__init__()
         self.encoder = encoder
         self.family = family if family is not None else FAMILIES["normal"](1, 1)
         self.site = site
+        self.fill_value = fill_value
         to_pyro_module_(self)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
@@ -45,7 +57,9 @@ class AmortizedGuide(PyroModule):
         return self.family(loc, scale, h)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        qz = self.posterior(x)
+        """Sample the latent site from q(z | x). With a per-element ``mask`` the encoder
+        reads x only where it is observed: the holes hold :attr:`fill_value`."""
+        qz = self.posterior(fill_missing(x, mask, self.fill_value))
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample(self.site, qz)
 

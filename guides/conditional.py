@@ -40,6 +40,7 @@ from guides._joined import check_joined_inputs, family_or_normal
 from guides.families import Family
 from guides.family_factory import make_family
 from models.conditional import check_labels, check_num_classes, one_hot
+from models.masking import fill_missing
 from models.networks import GaussianMLP
 
 __all__ = ["ConditionalGuide"]
@@ -81,6 +82,8 @@ class ConditionalGuide(PyroModule):
         self.num_classes = num_classes
         self.family = family_or_normal(family, network.latent_dim, network.feature_dim)
         self.site = site
+        #: what the encoder sees in the holes of a per-element mask (see AmortizedGuide)
+        self.fill_value: float | torch.Tensor = 0.0
         to_pyro_module_(self)
 
     @classmethod
@@ -124,10 +127,12 @@ class ConditionalGuide(PyroModule):
         *,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample the latent site; ``mask`` is accepted and ignored.
+        """Sample the latent site. With a per-element ``mask`` the encoder reads x only
+        where it is observed (the holes hold :attr:`fill_value`); a per-datapoint mask is
+        ignored.
 
         :raises ValueError: for missing or bad labels.
         """
-        qz = self.posterior(x, y)
+        qz = self.posterior(fill_missing(x, mask, self.fill_value), y)
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample(self.site, qz)

@@ -15,9 +15,34 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.networks import check_activation, check_image_shape, halved_sizes, loc_and_scale, mlp
+from models.networks import (
+    all_but_last,
+    check_activation,
+    check_image_shape,
+    halved_sizes,
+    loc_and_scale,
+    mlp,
+)
 
 __all__ = ["ENCODERS", "ConvEncoder", "MLPEncoder"]
+
+
+def _register_input_scale(encoder: nn.Module, input_scale: float) -> None:
+    """The buffer ``input_scale`` (saved with the weights), and whether it is 1, kept up to
+    date when weights are loaded."""
+    encoder.register_buffer("input_scale", torch.tensor(float(input_scale)))
+    encoder.unit_input_scale = float(input_scale) == 1.0
+    encoder.register_load_state_dict_post_hook(_note_input_scale)
+
+
+def _note_input_scale(encoder: nn.Module, incompatible_keys: object) -> None:
+    encoder.unit_input_scale = bool(encoder.input_scale == 1)
+
+
+def _scaled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x * input_scale``; ``x`` itself when the scale is 1 (the same values, without a pass
+    over the batch)."""
+    return x if encoder.unit_input_scale else x * encoder.input_scale.to(x.dtype)
 
 
 class MLPEncoder(nn.Module):
@@ -52,12 +77,11 @@ class MLPEncoder(nn.Module):
         in_features = int(torch.Size(self.data_shape).numel())
         self.net = mlp(in_features, hidden, 2 * latent_dim, activation)
         self.feature_dim = int(hidden[-1]) if len(hidden) else in_features
-        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        _register_input_scale(self, input_scale)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer ``h(x)``, shape ``(..., feature_dim)``."""
-        h = x.flatten(-len(self.data_shape)) * self.input_scale.to(x.dtype)
-        return self.net[:-1](h)
+        return all_but_last(self.net, _scaled(self, x.flatten(-len(self.data_shape))))
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the diagonal Normal from the features ``h``."""
@@ -116,14 +140,14 @@ class ConvEncoder(nn.Module):
         self.conv_features = channels[-1] * height * width
         self.net = mlp(self.conv_features, hidden, 2 * latent_dim, activation)
         self.feature_dim = int(hidden[-1]) if len(hidden) else self.conv_features
-        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        _register_input_scale(self, input_scale)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer ``h(x)``, shape ``(..., feature_dim)``."""
         batch = x.shape[: x.dim() - len(self.data_shape)]
-        images = x.reshape(batch.numel(), *self.image_shape) * self.input_scale.to(x.dtype)
+        images = _scaled(self, x.reshape(batch.numel(), *self.image_shape))
         maps = self.conv(images)
-        return self.net[:-1](maps.reshape(*batch, self.conv_features))
+        return all_but_last(self.net, maps.reshape(*batch, self.conv_features))
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the diagonal Normal from the features ``h``."""

@@ -42,6 +42,7 @@ from torch import nn
 from guides._joined import check_joined_inputs, family_or_normal
 from guides.families import Family
 from guides.family_factory import make_family
+from models.masking import fill_missing
 from models.networks import GaussianMLP
 
 __all__ = ["HierarchicalGuide"]
@@ -80,6 +81,8 @@ class HierarchicalGuide(PyroModule):
         self.bottom = bottom
         self.family_top = family_or_normal(family_top, encoder.latent_dim, encoder.feature_dim)
         self.family_bottom = family_or_normal(family_bottom, bottom.latent_dim, bottom.feature_dim)
+        #: what the encoder sees in the holes of a per-element mask (see AmortizedGuide)
+        self.fill_value: float | torch.Tensor = 0.0
         to_pyro_module_(self)
 
     @classmethod
@@ -138,9 +141,10 @@ class HierarchicalGuide(PyroModule):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``"z2"`` and ``"z1"``; returns ``(z1, z2)``. ``mask`` is accepted and
-        ignored (the encoder reads every element)."""
-        h = self.encoder.features(x)
+        """Sample ``"z2"`` and ``"z1"``; returns ``(z1, z2)``. With a per-element ``mask``
+        the encoder reads x only where it is observed (the holes hold :attr:`fill_value`);
+        a per-datapoint mask is ignored."""
+        h = self.encoder.features(fill_missing(x, mask, self.fill_value))
         with pyro.plate("data", x.shape[0], dim=-1):
             z2 = pyro.sample("z2", self.family_top(*self.encoder.gaussian(h), h))
             z1 = pyro.sample("z1", self._bottom(h, z2))

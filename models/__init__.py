@@ -13,6 +13,7 @@ from models.likelihoods import (
 from models.masking import mask_datapoints, split_mask
 from models.networks import ACTIVATIONS, GaussianMLP, mlp
 from models.priors import PRIORS, StandardNormalPrior
+from models.semi_supervised import SemiSupervisedVAE
 from models.vae import VAE
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Likelihood",
     "MLPDecoder",
     "NormalLikelihood",
+    "SemiSupervisedVAE",
     "StandardNormalPrior",
     "check_labels",
     "mask_datapoints",

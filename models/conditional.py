@@ -174,7 +174,7 @@ class ConditionalVAE(PyroModule):
         """
         z = self.prior().sample((num_samples,))
         if isinstance(y, int) and not isinstance(y, bool):
-            y = torch.full((num_samples,), y, dtype=torch.int64)
+            y = torch.full((num_samples,), y, dtype=torch.int64, device=z.device)
         y = check_labels(y, self.num_classes, num_samples)
         px = self.decode(z, y.to(z.device))
         return z, px.mean, px.sample()

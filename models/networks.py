@@ -3,6 +3,7 @@ a two-stage Gaussian MLP, and the shape arithmetic of the convolutional networks
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from torch import nn
 __all__ = [
     "ACTIVATIONS",
     "GaussianMLP",
+    "all_but_last",
     "check_activation",
     "check_image_shape",
     "halved_sizes",
@@ -64,6 +66,21 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def all_but_last(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``x`` through every layer of ``net`` but the last (the features of a two-stage
+    network), calling the layers themselves.
+
+    Never ``net[:-1](x)``: slicing builds a new ``Sequential`` on every call, and when the
+    layers are PyroModules (models and guides convert their parts) it re-parents them to
+    that nameless copy, so their ``pyro.param`` statements are named ``0.weight`` instead
+    of ``encoder.net.0.weight``; two networks then share one name in Pyro's parameter
+    store, and all but one of their first layers are never trained.
+    """
+    for layer in itertools.islice(net, len(net) - 1):
+        x = layer(x)
+    return x
+
+
 def loc_and_scale(output: torch.Tensor, min_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Split ``(..., 2d)`` raw outputs into a Normal's ``loc`` and a positive ``scale``,
     :math:`\sigma = \mathrm{softplus}(\cdot) + \sigma_{\min}`: softplus grows linearly rather
@@ -105,7 +122,7 @@ class GaussianMLP(nn.Module):
 
     def features(self, u: torch.Tensor) -> torch.Tensor:
         """The last hidden layer ``h(u)``, shape ``(..., feature_dim)``."""
-        return self.net[:-1](u)
+        return all_but_last(self.net, u)
 
     def gaussian(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)``, each ``(..., latent_dim)``, from the features ``h``."""

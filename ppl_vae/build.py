@@ -247,23 +247,32 @@ def _build_hierarchical(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     return model, guide
 
 
-def _build_conditional(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
-    """p(x | z, y) p(z) and q(z | x, y) (Sohn et al. 2015) for labels y in 0..num_classes-1."""
+def build_label_conditioned(
+    spec: ModelSpec, model_class: type[nn.Module], name: str
+) -> tuple[nn.Module, nn.Module]:
+    """``model_class(prior, decoder, likelihood, num_classes)`` with a decoder of
+    ``cat(z, onehot(y))`` and the guide q(z | x, y) (:class:`guides.ConditionalGuide` of
+    ``spec.guide``'s family): the parts the conditional VAE and M2 share. ``name`` names
+    the architecture in the errors.
+
+    :raises ConfigError: without ``num_classes >= 2``, or for a prior that reads the
+        unconditional encoder (the VampPrior), which a label-conditioned guide does not train.
+    """
     if spec.num_classes is None or spec.num_classes < 2:
         raise ConfigError(
-            f"the conditional VAE needs num_classes >= 2 (got {spec.num_classes}); build the "
-            "spec with ModelSpec.for_dataset on labelled data or give num_classes"
+            f"the {name} architecture needs num_classes >= 2 (got {spec.num_classes}); build "
+            "the spec with ModelSpec.for_dataset on labelled data or give num_classes"
         )
     if getattr(lookup(PRIORS, spec.prior, "prior"), "needs_encoder", False):
         raise ConfigError(
-            f"prior {spec.prior!r} reads the unconditional encoder, which the conditional "
-            "guide does not train; use another prior with --architecture conditional"
+            f"prior {spec.prior!r} reads the unconditional encoder, which the {name} guide does "
+            "not train; use another prior"
         )
     likelihood = _likelihood(spec)
     decoder = _decoder(spec, spec.latent_dim + spec.num_classes, likelihood.num_params)
     encoder = _encoder(spec, spec.latent_dim)
     prior = _prior(spec, spec.latent_dim, encoder)
-    model = ConditionalVAE(prior, decoder, likelihood, spec.num_classes)
+    model = model_class(prior, decoder, likelihood, spec.num_classes)
     guide = _construct(
         "guide",
         spec.guide,
@@ -275,6 +284,11 @@ def _build_conditional(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
         **_guide_family(spec),
     )
     return model, guide
+
+
+def _build_conditional(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
+    """p(x | z, y) p(z) and q(z | x, y) (Sohn et al. 2015) for labels y in 0..num_classes-1."""
+    return build_label_conditioned(spec, ConditionalVAE, "conditional")
 
 
 #: How each architecture is built from a :class:`ModelSpec`: ``ARCHITECTURES[name](spec)``

@@ -4,6 +4,11 @@ A checkpoint is a ``torch.save`` file holding only tensors and plain containers,
 with ``torch.load(..., weights_only=True)``: unpickling is restricted to those types, so a
 checkpoint from a stranger cannot run code. Anything wrong with the file (missing,
 truncated, not a checkpoint, from an incompatible model) raises :class:`CheckpointError`.
+
+The optimizer entry is a dict from parameter-store name to that parameter's torch
+optimizer ``state_dict``: the format of :meth:`pyro.optim.PyroOptim.get_state`, which
+:class:`ppl_vae.optim.TorchOptim` (the optimizer of :func:`ppl_vae.training.fit`) reads and
+writes too. Checkpoints written by either optimizer restore into either.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from torch import nn
 
 from ppl_vae.atomic import atomic_open
 from ppl_vae.errors import CheckpointError
+from ppl_vae.optim import TorchOptim
+from ppl_vae.params import store_names
 
 __all__ = ["FORMAT", "VERSION", "load_checkpoint", "restore_checkpoint", "save_checkpoint"]
 
@@ -32,7 +39,7 @@ def save_checkpoint(
     *,
     model: nn.Module,
     guide: nn.Module,
-    optimizer: pyro.optim.PyroOptim | None = None,
+    optimizer: TorchOptim | pyro.optim.PyroOptim | None = None,
     epoch: int = 0,
 ) -> None:
     """Write model, guide and optimizer state atomically to ``path``."""
@@ -100,14 +107,15 @@ def restore_checkpoint(
     payload: dict[str, Any],
     model: nn.Module,
     guide: nn.Module,
-    optimizer: pyro.optim.PyroOptim | None = None,
+    optimizer: TorchOptim | pyro.optim.PyroOptim | None = None,
 ) -> int:
     """Load a checkpoint's state into freshly built ``model``, ``guide`` (and
     ``optimizer``); returns the number of epochs the checkpoint had trained.
 
-    Pyro's optimizers hold restored state until the first step that uses each parameter;
-    ``optimizer.get_state()`` before that step does not include it, so continue training
-    (as :func:`ppl_vae.training.fit` does) before saving again."""
+    Optimizers hold restored state until the first step that uses each parameter. A
+    :class:`~ppl_vae.optim.TorchOptim` includes that waiting state in ``get_state()``; a
+    Pyro optimizer does not, so with one continue training (as
+    :func:`ppl_vae.training.fit` does) before saving again."""
     for role, module in (("model", model), ("guide", guide)):
         try:
             module.load_state_dict(payload[role])
@@ -117,5 +125,47 @@ def restore_checkpoint(
                 f"config (different architecture or data shape?): {error}"
             ) from None
     if optimizer is not None and payload["optimizer"] is not None:
-        optimizer.set_state(payload["optimizer"])
+        optimizer.set_state(_renamed(payload["optimizer"], model, guide))
     return int(payload["epoch"])
+
+
+def _state_shape(entry: Any) -> torch.Size | None:
+    """The shape of the parameter an optimizer entry belongs to (its first tensor with
+    dimensions, e.g. Adam's ``exp_avg``), or None."""
+    try:
+        states = entry["state"] if "state" in entry else entry["optimizer"]["state"]
+        values = next(iter(states.values())).values()
+    except (KeyError, TypeError, StopIteration, AttributeError):
+        return None
+    return next((v.shape for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+
+
+def _renamed(state: dict[str, Any], model: nn.Module, guide: nn.Module) -> dict[str, Any]:
+    """Optimizer states keyed by the parameters' names in Pyro's store today.
+
+    Checkpoints written before the encoders stopped slicing their networks (see
+    :func:`models.networks.all_but_last`) key the hidden layers of an encoder by names
+    relative to the slice, ``0.weight`` for ``encoder.net.0.weight``. Such an entry goes to
+    the one parameter whose name ends in ``.0.weight``, has no entry of its own and has the
+    entry's shape; entries that match no parameter or several are kept as they are (they
+    then restore nothing, and those parameters start with fresh optimizer moments).
+    """
+    shapes = {name: p.shape for module in (model, guide) for name, p in store_names(module).items()}
+    orphans = [name for name in state if name not in shapes]
+    if not orphans:
+        return state
+    free = {name: shape for name, shape in shapes.items() if name not in state}
+    out = {name: entry for name, entry in state.items() if name in shapes}
+    for old in orphans:
+        shape = _state_shape(state[old])
+        matches = [
+            name
+            for name, param_shape in free.items()
+            if name.endswith("." + old) and shape in (None, param_shape)
+        ]
+        if len(matches) == 1:
+            out[matches[0]] = state[old]
+            del free[matches[0]]
+        else:
+            out[old] = state[old]
+    return out

@@ -1,4 +1,4 @@
-"""The ``ppl-vae`` command line: ``train`` and ``evaluate``."""
+"""The ``ppl-vae`` command line: ``train``, ``evaluate`` and ``diagnose``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ from typing import Any
 
 from guides import ENCODERS, GUIDES
 from models import ACTIVATIONS, DECODERS, LIKELIHOODS, PRIORS
+from ppl_vae import distributed
 from ppl_vae.build import ARCHITECTURES
 from ppl_vae.config_file import parse_option, read_config_file
 from ppl_vae.data import DATASETS, default_data_dir
+from ppl_vae.device import DEFAULT_DEVICE
 from ppl_vae.diagnostics.report import DiagnoseSettings, diagnose_run
 from ppl_vae.errors import ConfigError, PplVaeError
+from ppl_vae.imputation import PATTERNS
+from ppl_vae.imputation_run import FILLS, imputation_report, impute_run
 from ppl_vae.objectives import OBJECTIVES
+from ppl_vae.plots.run_plots import RunFigures, run_figures
 from ppl_vae.run import RunConfig, evaluate_run, resume_run, train_run
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -63,6 +68,17 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--download", action="store_true", help="download missing dataset files (needs network)"
+    )
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help="where model, guide and data go: cpu, cuda, cuda:N or auto (cuda when "
+        f"available, else cpu) (default: {DEFAULT_DEVICE}); a runtime choice, not stored in "
+        "the run, so a run trained on one device resumes, evaluates and diagnoses on any",
     )
 
 
@@ -300,12 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="do not write the pictures into RUN_DIR/plots after training (see `plot`)",
+    )
+    _add_device_option(train)
+    train.add_argument(
         "--resume",
         default=None,
         metavar="RUN_DIR",
         help="continue RUN_DIR from its last checkpointed epoch up to its epochs (or a new "
-        "total given by --epochs); only --epochs, --no-progress, --data-dir and --download "
-        "go with it",
+        "total given by --epochs); only --epochs, --no-progress, --no-plots, --data-dir, "
+        "--download and --device go with it",
     )
 
     evaluate = commands.add_parser(
@@ -343,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate this many datapoints, evenly spaced through the split (default: all)",
     )
     _add_data_options(evaluate)
+    _add_device_option(evaluate)
 
     diagnose = commands.add_parser(
         "diagnose",
@@ -364,6 +387,82 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             diagnose.add_argument(flag, type=int, default=item.default)
     _add_data_options(diagnose)
+    _add_device_option(diagnose)
+
+    plot = commands.add_parser(
+        "plot",
+        help="pictures of a run: samples, reconstructions, curves, latent space, paths",
+        description="Write every picture that applies to a run into RUN_DIR/plots (or --out): "
+        "training curves, samples from p(x) (decoder means and draws), reconstructions, the "
+        "latent space coloured by label, the decoded manifold of a 2-D latent, linear and "
+        "spherical interpolation, and latent arithmetic between two labels. `train` writes "
+        "them too unless --no-plots.",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="directory written by train")
+    plot.add_argument("--out", default=None, help="output directory (default: RUN_DIR/plots)")
+    plot.add_argument(
+        "--num",
+        type=_int_at_least(2),
+        default=64,
+        help="cells of the sample grids; reconstructions show half as many inputs "
+        "(default: %(default)s)",
+    )
+    plot.add_argument(
+        "--num-data",
+        type=_int_at_least(2),
+        default=1000,
+        help="datapoints of the latent-space scatter, evenly spaced (default: %(default)s)",
+    )
+    plot.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split pictured (default: %(default)s)",
+    )
+    plot.add_argument("--seed", type=int, default=0, help="seed of every draw (default: 0)")
+    plot.add_argument(
+        "--data-dir", default=None, help="where the dataset files are now (default: the run's)"
+    )
+
+    impute = commands.add_parser(
+        "impute",
+        help="hide elements of a run's data and impute them from the posterior predictive",
+        description="Hide elements of a split in a pattern, impute them by importance "
+        "resampling from p(x_missing | x_observed) and write imputation.json (errors on the "
+        "hidden elements against mean imputation) and imputation.png (input with holes, "
+        "imputations, conditional mean, truth) into RUN_DIR/imputation (or --out).",
+    )
+    impute.add_argument("run_dir", metavar="RUN_DIR", help="directory written by train")
+    impute.add_argument(
+        "--pattern", default="random", choices=PATTERNS, help="which elements to hide"
+    )
+    impute.add_argument(
+        "--fraction",
+        type=float,
+        default=0.5,
+        help="fraction hidden by the random pattern (default: %(default)s)",
+    )
+    impute.add_argument("--num-data", type=_positive_int, default=100, help="datapoints")
+    impute.add_argument(
+        "--num-particles", type=_positive_int, default=1000, help="importance samples K"
+    )
+    impute.add_argument(
+        "--num-samples", type=_positive_int, default=3, help="imputations per datapoint"
+    )
+    impute.add_argument(
+        "--fill", default="zero", choices=FILLS, help="what the guide sees in the holes"
+    )
+    impute.add_argument(
+        "--refine",
+        type=_non_negative_int,
+        default=2,
+        help="passes that show the guide the holes filled by the imputation so far",
+    )
+    impute.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    impute.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    impute.add_argument("--out", default=None, help="output directory")
+    _add_data_options(impute)
+    _add_device_option(impute)
     return parser
 
 
@@ -389,6 +488,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(
             "'model' is written by ppl-vae into a run's config.json; set likelihood, prior, "
             "latent_dim, hidden, ... instead"
+        )
+    if "device" in settings:
+        raise ConfigError(
+            "'device' is not a run setting (a run is not tied to a device); remove it from "
+            f"{args.config} and pass --device to train, evaluate or diagnose"
         )
     for flags, _ in _TRAIN_OPTIONS:
         name = flags[0].lstrip("-").replace("-", "_")
@@ -419,7 +523,16 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: Flags of ``train`` that may go with ``--resume``: the rest would change the run.
-_RESUME_FLAGS = {"epochs", "no_progress", "data_dir", "download", "resume", "command"}
+_RESUME_FLAGS = {
+    "epochs",
+    "no_progress",
+    "no_plots",
+    "data_dir",
+    "download",
+    "device",
+    "resume",
+    "command",
+}
 
 
 def _resume(args: argparse.Namespace) -> None:
@@ -432,7 +545,8 @@ def _resume(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--resume continues a run with the settings in its config.json; {', '.join(given)} "
             "would change the run and cannot go with it (only --epochs, --no-progress, "
-            "--data-dir and --download can); start a new run with --out instead"
+            "--no-plots, --data-dir, --download and --device can); start a new run with --out "
+            "instead"
         )
     metrics = resume_run(
         args.resume,
@@ -440,21 +554,85 @@ def _resume(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         data_dir=args.data_dir,
         download=args.download,
+        device=args.device,
     )
-    print(_report(metrics["test"]))
-    print(f"run directory: {args.resume}")
+    if distributed.is_main_process():
+        print(_report(metrics["test"]))
+        _plots_after_training(args, args.resume)
+        print(f"run directory: {args.resume}")
 
 
 def _train(args: argparse.Namespace) -> None:
+    # Under torchrun: join the process group; rank 0 alone writes, evaluates and prints.
+    joined = distributed.init_from_env(args.device)
+    try:
+        _train_or_resume(args)
+    finally:
+        if joined is not None:
+            distributed.shutdown()
+
+
+def _train_or_resume(args: argparse.Namespace) -> None:
     if args.resume is not None:
         _resume(args)
         return
     config = RunConfig.from_settings(settings_from_args(args))
     name = Path(config.data).stem if config.data else config.dataset
     out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train_run(config, out, progress=not args.no_progress)
-    print(_report(metrics["test"]))
-    print(f"run directory: {out}")
+    metrics = train_run(config, out, progress=not args.no_progress, device=args.device)
+    if distributed.is_main_process():
+        print(_report(metrics["test"]))
+        _plots_after_training(args, out)
+        print(f"run directory: {out}")
+
+
+def _plots_after_training(args: argparse.Namespace, run_dir: str) -> None:
+    if not args.no_plots:
+        print(_figures(run_figures(run_dir, data_dir=args.data_dir)))
+
+
+def _figures(figures: RunFigures) -> str:
+    if figures.paths:
+        folder = figures.paths[0].parent
+        names = ", ".join(path.name for path in figures.paths)
+        lines = [f"pictures in {folder}: {names}"]
+    else:
+        lines = ["no pictures apply to this run"]
+    lines += [f"  skipped {name}: {reason}" for name, reason in figures.skipped.items()]
+    return "\n".join(lines)
+
+
+def _impute(args: argparse.Namespace) -> None:
+    summary = impute_run(
+        args.run_dir,
+        pattern=args.pattern,
+        fraction=args.fraction,
+        num_data=args.num_data,
+        num_particles=args.num_particles,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        out_dir=args.out,
+        fill=args.fill,
+        refine=args.refine,
+        split=args.split,
+        data_dir=args.data_dir,
+        download=args.download,
+        device=args.device,
+    )
+    print(imputation_report(summary))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    figures = run_figures(
+        args.run_dir,
+        args.out,
+        num=args.num,
+        num_data=args.num_data,
+        split=args.split,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    print(_figures(figures))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -467,6 +645,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         download=args.download,
         split=args.split,
         num_data=args.num_data,
+        device=args.device,
     )
     print(_report(summary).replace("test ", f"{args.split} "))
 
@@ -479,6 +658,7 @@ def _diagnose(args: argparse.Namespace) -> None:
         settings=settings,
         data_dir=args.data_dir,
         download=args.download,
+        device=args.device,
     )
     print(_diagnosis(report))
 
@@ -514,7 +694,14 @@ def _diagnosis(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose}[args.command](args)
+        commands = {
+            "train": _train,
+            "evaluate": _evaluate,
+            "diagnose": _diagnose,
+            "plot": _plot,
+            "impute": _impute,
+        }
+        commands[args.command](args)
     except PplVaeError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)
         return 2

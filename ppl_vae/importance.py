@@ -22,16 +22,20 @@ then scores chunks of them in one vectorized pass. The weights are therefore the
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as pyro_dist
 import torch
 from pyro import poutine
+from pyro.infer import util as infer_util
+from pyro.poutine import util as poutine_util
 from pyro.poutine.util import site_is_subsample
 
 from ppl_vae.errors import ContractError
-from ppl_vae.memory import release_free_memory
+from ppl_vae.memory import TRIM_SLACK, release_free_memory
 from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
 
@@ -50,7 +54,11 @@ __all__ = [
 ]
 
 #: Default bound on (particle, datapoint) pairs evaluated in one vectorized pass. With a
-#: 784-pixel likelihood and a 200-unit decoder this keeps each pass near 100 MB per tensor.
+#: 784-pixel likelihood this keeps each pass near 100 MB per 784-wide tensor. A pass of the
+#: 784-200-200-50 Bernoulli VAE peaks while torch's Bernoulli ``log_prob`` holds three of
+#: them (logits, cross-entropy, its negation) next to the draws, so the estimate's peak is
+#: about ``4 B * pairs * (3 * 784 + 50)`` plus a fixed 60-100 MiB (BLAS work space,
+#: allocator slack): under 400 MiB at this default (benchmarks/eval_speed.py).
 DEFAULT_CHUNK_SIZE = 2**15
 
 #: The batch dimension of ``pyro.plate("particles", K)`` when model and guide run vectorized
@@ -242,6 +250,43 @@ def _model_log_joint(
     return log_p
 
 
+def _validating() -> bool:
+    """Whether any of Pyro's validation checks are on."""
+    return (
+        pyro_dist.is_validation_enabled()
+        or infer_util.is_validation_enabled()
+        or poutine_util.is_validation_enabled()
+    )
+
+
+def _block_log_weights(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    y: torch.Tensor | None,
+    rows: slice,
+    num_samples: int,
+    particle_chunk: int,
+    seed: int,
+) -> torch.Tensor:
+    """Log weights ``(num_samples, n)`` of the datapoints ``x[rows]``: the guide's draws of
+    each row, scored by the model ``particle_chunk`` particles at a time."""
+    x_rows = x[rows]
+    mask_rows = None if mask is None else mask[rows]
+    y_rows = None if y is None else y[rows]
+    draws = guide_draws(guide, x_rows, mask_rows, y_rows, rows.start, num_samples, seed)
+    log_p = torch.cat(
+        [
+            _model_log_joint(
+                model, x_rows, mask_rows, y_rows, draws, k, min(k + particle_chunk, num_samples)
+            )
+            for k in range(0, num_samples, particle_chunk)
+        ]
+    )
+    return log_p - draws.log_q
+
+
 @torch.no_grad()
 def iter_log_weights(
     model: Callable,
@@ -261,6 +306,14 @@ def iter_log_weights(
     ``seed=None`` a seed is drawn from torch's global generator, so ``torch.manual_seed``
     makes the call reproducible.
 
+    Pyro's validation (argument and support checks of every distribution; on unless
+    disabled) runs, as the caller set it, on the first and the last block of rows, where
+    contract and shape mistakes show. The blocks between, the same program on the same
+    shapes, run without it: checking the parameters of a ``(K, n, 784)`` likelihood costs
+    about a tenth of the estimate. A block whose weights hold NaN or +inf is then computed
+    again, from the same draws, under the caller's settings, so an invalid parameter still
+    raises Pyro's error. Validation only raises or warns, so the weights are the same.
+
     :param y: labels of shape ``(N,)`` for conditional programs, passed to model and guide
         as the keyword ``y`` (log weights are then those of p(x, z | y) / q(z | x, y)).
     """
@@ -275,27 +328,17 @@ def iter_log_weights(
     particle_chunk, data_chunk = plan_chunks(num_samples, x.shape[0], chunk_size)
     for begin in range(0, x.shape[0], data_chunk):
         rows = slice(begin, min(begin + data_chunk, x.shape[0]))
-        x_rows = x[rows]
-        mask_rows = None if mask is None else mask[rows]
-        y_rows = None if y is None else y[rows]
-        draws = guide_draws(guide, x_rows, mask_rows, y_rows, begin, num_samples, seed)
-        log_p = torch.cat(
-            [
-                _model_log_joint(
-                    model,
-                    x_rows,
-                    mask_rows,
-                    y_rows,
-                    draws,
-                    k,
-                    min(k + particle_chunk, num_samples),
-                )
-                for k in range(0, num_samples, particle_chunk)
-            ]
-        )
-        log_w = log_p - draws.log_q
-        del draws, log_p
-        release_free_memory()  # keeps resident memory bounded over long evaluations
+        block = (model, guide, x, mask, y, rows, num_samples, particle_chunk, seed)
+        if begin == 0 or rows.stop == x.shape[0]:
+            log_w = _block_log_weights(*block)  # under the caller's validation settings
+        else:
+            with pyro.validation_enabled(False):
+                log_w = _block_log_weights(*block)
+            if not bool((log_w < math.inf).all()) and _validating():
+                # NaN or +inf: recompute (the same draws) with the caller's validation, so
+                # an invalid parameter raises or warns as it would have.
+                log_w = _block_log_weights(*block)
+        release_free_memory(TRIM_SLACK)  # keeps resident memory bounded over many blocks
         yield rows, log_w
 
 

@@ -16,12 +16,14 @@ from torch import nn
 
 from ppl_vae.errors import ContractError
 
-__all__ = ["claim_param_names"]
+__all__ = ["claim_param_names", "store_names"]
 
 _UNCONSTRAINED = "_unconstrained"
 
 
-def _store_names(module: nn.Module) -> dict[str, object]:
+def store_names(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of a PyroModule by the name Pyro's parameter store gives them (a
+    constrained ``PyroParam`` drops its ``_unconstrained`` suffix)."""
     names = {}
     for name, param in module.named_parameters():
         if name.endswith(_UNCONSTRAINED):
@@ -36,8 +38,8 @@ def claim_param_names(model: Callable, guide: Callable) -> None:
     Raises :class:`ContractError` when model and guide (both top-level modules, so both
     unprefixed) use the same parameter name for different tensors: Pyro would conflate them.
     """
-    model_names = _store_names(model) if isinstance(model, nn.Module) else {}
-    guide_names = _store_names(guide) if isinstance(guide, nn.Module) else {}
+    model_names = store_names(model) if isinstance(model, nn.Module) else {}
+    guide_names = store_names(guide) if isinstance(guide, nn.Module) else {}
     clash = sorted(
         name
         for name in model_names.keys() & guide_names.keys()

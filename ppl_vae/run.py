@@ -25,11 +25,14 @@ from ppl_vae.atomic import write_json
 from ppl_vae.build import ModelSpec, build_vae
 from ppl_vae.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_data
+from ppl_vae.device import move_to_device, resolve_device
+from ppl_vae.distributed import is_main_process
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE, rng_scope
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, kl_warmup
 from ppl_vae.objectives import build_objective
+from ppl_vae.optim import TorchOptim, adam
 from ppl_vae.registry import lookup
 from ppl_vae.training import fit
 from ppl_vae.validation import validate_data, validate_labels
@@ -281,10 +284,16 @@ def _run_dataset(config: RunConfig) -> Dataset:
 
 
 def _build_checked(
-    config: RunConfig, dataset: Dataset, objective: Any, kl_scale: Beta, epochs: range
+    config: RunConfig,
+    dataset: Dataset,
+    objective: Any,
+    kl_scale: Beta,
+    epochs: range,
+    device: torch.device,
 ) -> tuple[Any, Any]:
     """Check the objective's betas over ``epochs`` and every split against a freshly built
-    (seeded) model and guide, before anything is written; returns ``(model, guide)``."""
+    (seeded) model and guide, before anything is written; returns ``(model, guide)`` on
+    ``device`` (built on the CPU, so the seed gives the same weights on every device)."""
     check_betas_supported(objective, [beta_at(kl_scale, epoch) for epoch in epochs])
     pyro.clear_param_store()
     torch.manual_seed(config.seed)
@@ -297,6 +306,7 @@ def _build_checked(
         labels = _labels(config, dataset, split)
         if labels is not None:
             validate_labels(labels, data.shape[0], model, name=f"{dataset.name} {split} labels")
+    move_to_device(device, model, guide)
     return model, guide
 
 
@@ -310,7 +320,7 @@ def _train_and_test(
     kl_scale: Beta,
     *,
     start_epoch: int = 0,
-    optimizer: pyro.optim.PyroOptim | None = None,
+    optimizer: TorchOptim | None = None,
     metrics: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -321,7 +331,11 @@ def _train_and_test(
     :param metrics: the run's earlier metrics when continuing it: their ``history`` (up to
         ``start_epoch``) and ``seconds`` are carried on, other entries kept; the test
         summary is replaced.
+
+    In data-parallel training (torchrun) only rank 0 writes and evaluates; the other ranks
+    return the training metrics alone.
     """
+    writer = is_main_process()
     metrics = dict(metrics or {})
     metrics.pop("test", None)
     earlier = dict(metrics.get("training") or {})
@@ -336,6 +350,8 @@ def _train_and_test(
 
     def checkpoint(record, optimizer) -> None:
         done.append(asdict(record))  # metrics first: a checkpoint never lacks its record
+        if not writer:
+            return
         write_json(out / METRICS, {**metrics, "training": training(time.perf_counter() - started)})
         save_checkpoint(
             out / CHECKPOINT, model=model, guide=guide, optimizer=optimizer, epoch=record.epoch
@@ -360,9 +376,11 @@ def _train_and_test(
         on_epoch_end=checkpoint,
         batch_transform=dataset.train_transform,
     )
-    if config.epochs == 0:  # still leave a loadable (untrained) run behind
+    if config.epochs == 0 and writer:  # still leave a loadable (untrained) run behind
         save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
     metrics["training"] = training(result.seconds)
+    if not writer:
+        return metrics
     metrics["test"] = _evaluate(
         model,
         guide,
@@ -377,14 +395,24 @@ def _train_and_test(
 
 
 def train_run(
-    config: RunConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+    config: RunConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint after every epoch, evaluate on the test split; returns the metrics
     also written to ``out_dir/metrics.json`` (whose ``training`` history is also written
-    after every epoch, so an interrupted run keeps it; see :func:`resume_run`)."""
+    after every epoch, so an interrupted run keeps it; see :func:`resume_run`).
+
+    :param device: where to train and evaluate: ``"cpu"`` (default), ``"cuda"``,
+        ``"cuda:N"`` or ``"auto"`` (see :func:`ppl_vae.device.resolve_device`).
+        Not stored in the run: checkpoints load on any device.
+    """
     out = Path(out_dir)
     if config.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
+    device = resolve_device(device)
     config = _resolve_paths(config)
     dataset = _load_data(config)
     config = replace(config, model=model_spec_for(config, dataset))
@@ -393,9 +421,12 @@ def train_run(
         config = replace(config, model=model_spec_for(config, dataset))
     objective = build_objective(config.objective, **config.objective_options)
     kl_scale = kl_scale_for(config)
-    model, guide = _build_checked(config, dataset, objective, kl_scale, range(1, config.epochs + 1))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, config.to_dict())
+    model, guide = _build_checked(
+        config, dataset, objective, kl_scale, range(1, config.epochs + 1), device
+    )
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG, config.to_dict())
     return _train_and_test(
         config, dataset, out, model, guide, objective, kl_scale, progress=progress
     )
@@ -408,6 +439,7 @@ def resume_run(
     progress: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its last checkpointed epoch, with the optimizer state, to the
     parameters an uninterrupted run reaches; returns the metrics as :func:`train_run`.
@@ -419,12 +451,15 @@ def resume_run(
 
     :param data_dir: where the dataset files are now (default: the run's ``data_dir``);
         not written to the config. ``download`` as in :func:`train_run`.
+    :param device: as in :func:`train_run`; any device, whichever the run was trained on
+        (the optimizer state follows the parameters).
     :raises CheckpointError: for a missing or damaged run directory or checkpoint.
     :raises ConfigError: when there is nothing left to train, or ``epochs`` is below the
         epochs already trained.
     """
     if epochs is not None and epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    device = resolve_device(device)
     run = Path(run_dir)
     metrics = _read_metrics(run / METRICS)
     stored, _, _, payload = load_run(run)  # checks config and checkpoint before any work
@@ -449,10 +484,13 @@ def resume_run(
     dataset = _run_dataset(config)
     objective = build_objective(config.objective, **config.objective_options)
     kl_scale = kl_scale_for(config)
-    model, guide = _build_checked(config, dataset, objective, kl_scale, range(start + 1, total + 1))
-    optimizer = pyro.optim.Adam({"lr": config.lr})  # fit's default optimizer
+    model, guide = _build_checked(
+        config, dataset, objective, kl_scale, range(start + 1, total + 1), device
+    )
+    optimizer = adam(config.lr)  # fit's default; restores pyro.optim.Adam states too
     restore_checkpoint(payload, model, guide, optimizer)
-    write_json(run / CONFIG, stored.to_dict())
+    if is_main_process():
+        write_json(run / CONFIG, stored.to_dict())
     return _train_and_test(
         config,
         dataset,
@@ -468,8 +506,13 @@ def resume_run(
     )
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunConfig, Any, Any, dict[str, Any]]:
-    """Rebuild ``(config, model, guide, checkpoint)`` from a run directory."""
+def load_run(
+    run_dir: str | os.PathLike[str], *, device: str | torch.device | None = None
+) -> tuple[RunConfig, Any, Any, dict[str, Any]]:
+    """Rebuild ``(config, model, guide, checkpoint)`` from a run directory, with model and
+    guide on ``device`` (see :func:`train_run`); the checkpoint is read onto the CPU,
+    whatever device it was written on, and copied into the moved modules."""
+    device = resolve_device(device)
     run = Path(run_dir)
     config_path = run / CONFIG
     if not config_path.is_file():
@@ -486,6 +529,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunConfig, Any, Any, dict
     payload = load_checkpoint(run / CHECKPOINT)
     pyro.clear_param_store()
     model, guide = build_vae(config.model)
+    move_to_device(device, model, guide)
     restore_checkpoint(payload, model, guide)
     return config, model, guide, payload
 
@@ -535,7 +579,9 @@ def run_split(
     """The split as the run's model sees it (a :class:`SplitData`): the run's own
     dataset unless another is named, rescaled as in training, the training split
     transformed (e.g. dynamically binarized, with draws seeded by ``seed``), and labels where
-    the model is conditional (else None).
+    the model is conditional (else None). The tensors are on the CPU (so the transform's
+    draws are the same whatever device the model is on); the estimators and diagnostics
+    move them to the model's device.
 
     :param num_data: keep only this many datapoints, evenly spaced through the split (rows
         ``floor(i * N / num_data)``); the spacing keeps every part of a split sorted by
@@ -575,16 +621,21 @@ def evaluate_run(
     download: bool = False,
     split: str = "test",
     num_data: int | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a saved run on a split (of its own dataset unless another is named);
-    the result is added to the run's ``metrics.json`` under ``evaluations``.
+    the result is added to the run's ``metrics.json`` under ``evaluations``, with the
+    ``device`` it ran on.
 
     :param num_data: evaluate only this many datapoints, evenly spaced through the split
         (see :func:`run_split`), e.g. to afford K = 5000 on a slow machine.
+    :param device: where to evaluate (see :func:`train_run`), whichever device the run was
+        trained on.
     """
+    device = resolve_device(device)
     metrics_path = Path(run_dir) / METRICS
     metrics = _read_metrics(metrics_path)
-    config, model, guide, payload = load_run(run_dir)
+    config, model, guide, payload = load_run(run_dir, device=device)
     k = num_samples or config.num_samples
     s = config.seed if seed is None else seed
     name, data, labels, _ = run_split(
@@ -597,7 +648,9 @@ def evaluate_run(
         num_data=num_data,
     )
     summary = _evaluate(model, guide, data, labels, k, s, config.chunk_size)
-    summary.update(dataset=name, split=split, epoch=int(payload["epoch"]), seed=s)
+    summary.update(
+        dataset=name, split=split, epoch=int(payload["epoch"]), seed=s, device=str(device)
+    )
     metrics.setdefault("evaluations", []).append(summary)
     write_json(metrics_path, metrics)
     return summary

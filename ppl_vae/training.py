@@ -8,6 +8,7 @@ latent sites scaled by :math:`\beta` per epoch (:mod:`ppl_vae.kl_scaling`: the
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
@@ -19,7 +20,6 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import (
-    SVI,
     JitTrace_ELBO,
     JitTraceMeanField_ELBO,
     Trace_ELBO,
@@ -28,15 +28,24 @@ from pyro.infer import (
 from pyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
 
+from ppl_vae import distributed as data_parallel
 from ppl_vae.errors import ConfigError, ContractError, TrainingDivergedError
 from ppl_vae.importance import rng_scope
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, scale_latents
+from ppl_vae.optim import TorchOptim, adam
 from ppl_vae.params import claim_param_names
 from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
+from ppl_vae.steps import LegacySteps, Steps
 from ppl_vae.validation import module_dtype_device, validate_data, validate_labels
 
-__all__ = ["EpochRecord", "FitResult", "fit", "mean_elbo"]
+__all__ = ["EpochRecord", "FitResult", "FitOptimizer", "fit", "mean_elbo"]
+
+#: What :func:`fit` accepts as ``optimizer``: a :class:`~ppl_vae.optim.TorchOptim` (the
+#: default kind), a ``torch.optim.Optimizer`` over parameters you chose (wrapped with
+#: :meth:`TorchOptim.wrap`), or a Pyro optimizer, which trains through ``SVI.step`` as
+#: ``fit`` always did.
+FitOptimizer = TorchOptim | torch.optim.Optimizer | pyro.optim.PyroOptim
 
 #: Objectives whose loss is an unbiased estimate of minus the plain ELBO, so with
 #: beta = 1 the running mean of the step losses is reported as the training ELBO.
@@ -75,7 +84,7 @@ class FitResult:
 
     history: list[EpochRecord] = field(default_factory=list)
     step_objective: list[float] = field(default_factory=list)
-    optimizer: pyro.optim.PyroOptim | None = None
+    optimizer: TorchOptim | pyro.optim.PyroOptim | None = None
     seconds: float = 0.0
 
     @property
@@ -202,6 +211,33 @@ def _labels(
     return y_train, y_valid
 
 
+def _steps(
+    loss_fn: ELBO, optimizer: FitOptimizer | None, lr: float, seed: int, distributed: bool | None
+) -> Steps | LegacySteps:
+    """The step runner for ``optimizer`` (see :func:`fit`)."""
+    parallel = data_parallel.active(distributed)
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        if parallel:
+            raise ConfigError(
+                "data-parallel training needs the default optimizer or a "
+                "ppl_vae.optim.TorchOptim, not a Pyro optimizer (one optimizer per parameter "
+                "cannot be synchronised by DistributedDataParallel)"
+            )
+        return LegacySteps(loss_fn, optimizer)
+    if optimizer is None:
+        optimizer = adam(lr)
+    elif isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = TorchOptim.wrap(optimizer)
+    elif not isinstance(optimizer, TorchOptim):
+        raise ConfigError(
+            "optimizer must be a ppl_vae.optim.TorchOptim, a torch.optim.Optimizer or a "
+            f"pyro.optim optimizer, got {type(optimizer).__name__}"
+        )
+    if parallel:
+        return data_parallel.DataParallelSteps(loss_fn, optimizer, seed=seed)
+    return Steps(loss_fn, optimizer)
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -213,27 +249,41 @@ def fit(
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
-    optimizer: pyro.optim.PyroOptim | None = None,
+    optimizer: FitOptimizer | None = None,
     start_epoch: int = 0,
     progress: bool = True,
-    on_epoch_end: Callable[[EpochRecord, pyro.optim.PyroOptim], None] | None = None,
+    on_epoch_end: Callable[[EpochRecord, Any], None] | None = None,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     beta: Beta = 1.0,
     train_labels: Any = None,
     valid_labels: Any = None,
+    distributed: bool | None = None,
 ) -> FitResult:
-    r"""Train ``model`` and ``guide`` by SVI on minibatches of ``train_data``.
+    r"""Train ``model`` and ``guide`` by stochastic variational inference on minibatches of
+    ``train_data``.
+
+    Each step computes the objective's ``differentiable_loss`` on a minibatch, its
+    gradients, and one optimizer step over every parameter the model and guide use
+    (:mod:`ppl_vae.steps`): the gradients of ``SVI.step`` at less cost. The first step of a
+    call runs with Pyro's validation as the caller set it (support, shape and model/guide
+    checks), the others with validation off, since the data were checked up front; the
+    caller's setting is restored afterwards.
 
     :param elbo: the objective; Pyro's ``Trace_ELBO()`` by default (see
         :func:`ppl_vae.objectives.build_objective` for the registered ones).
-    :param optimizer: a Pyro optimizer; ``pyro.optim.Adam({"lr": lr})`` by default. Pass a
-        restored one to continue training with its state.
+    :param optimizer: by default Adam with learning rate ``lr``, one torch optimizer over
+        all parameters (:func:`ppl_vae.optim.adam`). Pass the optimizer of an earlier
+        call or of a restored checkpoint to continue with its state: a
+        :class:`~ppl_vae.optim.TorchOptim`; a ``torch.optim.Optimizer`` (only its
+        parameters are trained); or a Pyro optimizer such as ``pyro.optim.Adam({"lr":
+        lr})``, which trains through ``pyro.infer.SVI.step`` exactly as ``fit`` did before
+        (one torch optimizer per parameter, validation left as set).
     :param seed: seeds Pyro's samplers and the minibatch shuffling.
     :param start_epoch: number of epochs already done (for continued runs); training covers
         epochs ``start_epoch + 1 .. start_epoch + epochs`` and shuffles as an uninterrupted
         run would.
     :param on_epoch_end: called with each :class:`EpochRecord` and the optimizer, e.g. to
-        write a checkpoint.
+        write a checkpoint (``optimizer.get_state()``).
     :param batch_transform: applied to every minibatch before the step, e.g. dynamic
         binarization (``Dataset.train_transform``); draws use torch's generator, seeded per
         epoch. The support check then runs on transformed training data.
@@ -246,6 +296,13 @@ def fit(
     :param train_labels: class labels ``(N,)`` for conditional programs, shuffled with the
         data and passed to model and guide as the keyword ``y``; then ``valid_labels`` are
         required with ``valid_data``.
+    :param distributed: data-parallel training across the processes of an initialized
+        ``torch.distributed`` process group (e.g. launched by ``torchrun``):
+        ``batch_size`` is then the global minibatch, split among the ranks, with gradients
+        summed by ``DistributedDataParallel`` (see :mod:`ppl_vae.distributed` for the
+        sharding, the per-step seeds and what the result equals). ``None`` (default):
+        whenever such a group of more than one process exists; ``False``: never.
+        ``on_epoch_end`` runs on every rank; only rank 0 shows progress.
     :returns: a :class:`FitResult`. ``train_objective`` of an epoch is the mean over its
         steps of minus the loss per datapoint. ``train_elbo`` is the plain ELBO: the same
         running mean when the objective is an ELBO estimator (Trace_ELBO or
@@ -260,6 +317,8 @@ def fit(
     betas = {epoch: beta_at(beta, epoch) for epoch in epoch_range}
     loss_fn = elbo or Trace_ELBO()
     check_betas_supported(loss_fn, betas.values())
+    steps = _steps(loss_fn, optimizer, lr, seed, distributed)
+    parallel = isinstance(steps, data_parallel.DataParallelSteps)
     claim_param_names(model, guide)
     dtype, device = module_dtype_device(model, guide)
     x_train = validate_data(
@@ -279,50 +338,55 @@ def fit(
     y_train, y_valid = _labels(
         model, guide, train_labels, valid_labels, x_train.shape[0], x_valid, device
     )
-    optimizer = optimizer or pyro.optim.Adam({"lr": lr})
     is_elbo = isinstance(loss_fn, _ELBO_ESTIMATORS)
 
     num_data = x_train.shape[0]
     steps_per_epoch = math.ceil(num_data / batch_size)
 
-    result = FitResult(optimizer=optimizer)
+    def make_batch(rows: torch.Tensor) -> tuple[tuple, dict[str, Any]]:
+        batch = x_train[rows]
+        if batch_transform is not None:
+            batch = batch_transform(batch)
+        return program_args(batch, None, None if y_train is None else y_train[rows])
+
+    result = FitResult(optimizer=steps.optimizer)
     started = time.perf_counter()
-    bar = tqdm(
-        total=epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True
-    )
+    show = progress and data_parallel.is_main_process()
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not show, unit="step", dynamic_ncols=True)
     for epoch in epoch_range:
         epoch_start = time.perf_counter()
         epoch_beta = betas[epoch]
-        svi = SVI(
-            scale_latents(model, epoch_beta),
-            scale_latents(guide, epoch_beta),
-            optimizer,
-            loss=loss_fn,
-        )
+        steps.set_programs(scale_latents(model, epoch_beta), scale_latents(guide, epoch_beta))
         # Each epoch's randomness depends on (seed, epoch) only, so a continued run
         # matches an uninterrupted one.
         pyro.set_rng_seed(derive_seed(seed, epoch))
         shuffle = torch.Generator().manual_seed(derive_seed(seed, epoch, 1))
         order = torch.randperm(num_data, generator=shuffle).to(device)
         total_loss = 0.0
-        for step, begin in enumerate(range(0, num_data, batch_size), start=1):
-            rows = order[begin : begin + batch_size]
-            batch = x_train[rows]
-            if batch_transform is not None:
-                batch = batch_transform(batch)
-            args, kwargs = program_args(batch, None, None if y_train is None else y_train[rows])
-            loss = svi.step(*args, **kwargs)
-            if not math.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the loss became {loss} at epoch {epoch}, step {step}; lower the learning "
-                    f"rate (now {lr:g}) or check the data and the model's parameter ranges"
-                )
-            total_loss += loss
-            result.step_objective.append(-loss / batch.shape[0])
-            bar.update()
-            if step % 10 == 0 or step == steps_per_epoch:
-                seen = min(num_data, begin + batch_size)
-                bar.set_postfix(epoch=epoch, objective=f"{-total_loss / seen:.2f}")
+        with contextlib.ExitStack() as unchecked:
+            checking = True
+            for step, begin in enumerate(range(0, num_data, batch_size), start=1):
+                if checking and steps.traced:
+                    # checked once on the first step; the data were validated up front
+                    unchecked.enter_context(pyro.validation_enabled(False))
+                    checking = False
+                rows = order[begin : begin + batch_size]
+                if parallel:
+                    loss = steps(rows, make_batch, epoch, step)
+                else:
+                    loss = steps(*make_batch(rows))
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"the loss became {loss} at epoch {epoch}, step {step}; lower the "
+                        f"learning rate (now {lr:g}) or check the data and the model's "
+                        "parameter ranges"
+                    )
+                total_loss += loss
+                result.step_objective.append(-loss / rows.shape[0])
+                bar.update()
+                if step % 10 == 0 or step == steps_per_epoch:
+                    seen = min(num_data, begin + batch_size)
+                    bar.set_postfix(epoch=epoch, objective=f"{-total_loss / seen:.2f}")
         objective = -total_loss / num_data
         if is_elbo and epoch_beta == 1.0:
             train_elbo = objective
@@ -353,7 +417,7 @@ def fit(
             **({} if valid is None else {"valid": f"{valid:.2f}"}),
         )
         if on_epoch_end is not None:
-            on_epoch_end(record, optimizer)
+            on_epoch_end(record, steps.optimizer)
     bar.close()
     result.seconds = time.perf_counter() - started
     return result

@@ -44,6 +44,15 @@ def as_data_tensor(
     return tensor.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, in one pass over the data (the minimum and maximum are
+    NaN if any value is, infinite if any value is), several times faster than ``isfinite``."""
+    if tensor.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(tensor)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 def validate_data(
     x: Any,
     model: Callable | None = None,
@@ -67,8 +76,8 @@ def validate_data(
         )
     if tensor.shape[0] == 0:
         raise DataError(f"{name} is empty (shape {tuple(tensor.shape)})")
-    bad = ~torch.isfinite(tensor)
-    if bool(bad.any()):
+    if not _all_finite(tensor):
+        bad = ~torch.isfinite(tensor)
         rows = torch.nonzero(bad.flatten(1).any(1)).flatten()
         raise DataError(
             f"{name} contain {int(bad.sum())} NaN or infinite values in {rows.numel()} rows "

@@ -23,6 +23,7 @@ from ppl_vae.checkpoint import FORMAT, VERSION, load_checkpoint, restore_checkpo
 from ppl_vae.cli import main
 from ppl_vae.data import load_dataset
 from ppl_vae.errors import CheckpointError
+from ppl_vae.optim import TorchOptim, adam
 from ppl_vae.training import fit
 
 
@@ -409,7 +410,7 @@ def test_continued_fit_matches_uninterrupted_fit(
 
     # ... then a fresh process-like restart: new modules, new optimizer, restored state
     model, guide = _build(spec, seed=42)
-    optimizer = pyro.optim.Adam({"lr": options["lr"]})
+    optimizer = adam(options["lr"])  # fit's default optimizer
     start = restore_checkpoint(load_checkpoint(path), model, guide, optimizer)
     assert start == 2
     _assert_same_tree(_state(model, guide), halfway)
@@ -439,3 +440,97 @@ def test_continued_fit_matches_uninterrupted_fit(
     fit(model, guide, digits_train, valid_data=valid, epochs=2, start_epoch=2, **options)
     cold = _state(model, guide)
     assert any(not torch.allclose(cold[n], reference[n], atol=1e-4) for n in reference)
+
+
+# ------------------------------------------------- checkpoints of the Pyro optimizers
+
+
+def _fit_four_epochs_in_two_halves(digits_train, first_optimizer, second_optimizer, path):
+    """Two epochs with ``first_optimizer`` checkpointed, a restart from the checkpoint into
+    ``second_optimizer`` and two more epochs; returns the final state."""
+    options = {"batch_size": 32, "lr": 1e-2, "seed": 3, "progress": False}
+
+    def save(record, optimizer) -> None:
+        save_checkpoint(path, model=model, guide=guide, optimizer=optimizer, epoch=record.epoch)
+
+    model, guide = _build(_spec(), seed=0)
+    fit(
+        model,
+        guide,
+        digits_train,
+        epochs=2,
+        optimizer=first_optimizer,
+        on_epoch_end=save,
+        **options,
+    )
+    model, guide = _build(_spec(), seed=42)
+    start = restore_checkpoint(load_checkpoint(path), model, guide, second_optimizer)
+    fit(
+        model,
+        guide,
+        digits_train,
+        epochs=2,
+        start_epoch=start,
+        optimizer=second_optimizer,
+        **options,
+    )
+    return _state(model, guide)
+
+
+def test_checkpoint_of_a_pyro_optimizer_resumes_with_fits_optimizer(
+    tmp_path: Path, digits_train: torch.Tensor
+) -> None:
+    """A checkpoint written before fit had its own optimizer (``pyro.optim.Adam`` through
+    ``SVI.step``, one torch Adam per parameter) continues with the torch optimizer over all
+    parameters: bit for bit with PyTorch's per-tensor Adam (the arithmetic of the old
+    path), to rounding with the default fused Adam."""
+    lr = 1e-2
+    path = tmp_path / "checkpoint.pt"
+    old = pyro.optim.Adam({"lr": lr})
+    legacy = _fit_four_epochs_in_two_halves(digits_train, old, pyro.optim.Adam({"lr": lr}), path)
+    # the checkpoint has the Pyro optimizer's format: one torch state_dict per name
+    saved = load_checkpoint(path)["optimizer"]
+    model, guide = _build(_spec())
+    assert set(saved) == {n for m in (model, guide) for n, _ in m.named_parameters()}
+    assert all(list(entry["state"]) == [0] for entry in saved.values())
+
+    single = TorchOptim(torch.optim.Adam, {"lr": lr, "foreach": False})
+    exact = _fit_four_epochs_in_two_halves(digits_train, pyro.optim.Adam({"lr": lr}), single, path)
+    fused = _fit_four_epochs_in_two_halves(
+        digits_train, pyro.optim.Adam({"lr": lr}), adam(lr), path
+    )
+    assert exact.keys() == legacy.keys() == fused.keys()
+    for name in legacy:
+        assert torch.equal(exact[name], legacy[name]), name
+        torch.testing.assert_close(fused[name], legacy[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_torch_optim_state_restores_into_a_pyro_optimizer(
+    tmp_path: Path, digits_train: torch.Tensor
+) -> None:
+    """The other way round: fit's optimizer writes the Pyro optimizers' format."""
+    lr = 1e-2
+    path = tmp_path / "checkpoint.pt"
+    single = TorchOptim(torch.optim.Adam, {"lr": lr, "foreach": False})
+    new = _fit_four_epochs_in_two_halves(digits_train, single, pyro.optim.Adam({"lr": lr}), path)
+    legacy = _fit_four_epochs_in_two_halves(
+        digits_train, pyro.optim.Adam({"lr": lr}), pyro.optim.Adam({"lr": lr}), path
+    )
+    for name in legacy:
+        assert torch.equal(new[name], legacy[name]), name
+
+
+def test_restored_state_waits_for_its_parameters_and_is_saved_meanwhile(
+    tmp_path: Path, digits_train: torch.Tensor
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    model, guide = _build(_spec(), seed=0)
+    optimizer = adam(1e-2)
+    fit(model, guide, digits_train, epochs=1, batch_size=32, optimizer=optimizer, progress=False)
+    state = optimizer.get_state()
+    assert len(state) == len(list(model.parameters())) + len(list(guide.parameters()))
+    save_checkpoint(path, model=model, guide=guide, optimizer=optimizer, epoch=1)
+    fresh = adam(1e-2)
+    restore_checkpoint(load_checkpoint(path), *_build(_spec(), seed=1), fresh)
+    assert fresh.optimizer is None  # nothing added yet: the state waits ...
+    _assert_same_tree(fresh.get_state(), load_checkpoint(path)["optimizer"])  # ... and is kept

@@ -72,7 +72,80 @@ def _metrics(run: Path) -> dict:
 
 def test_train_writes_run_directory(trained_run: tuple[Path, str]) -> None:
     out, _ = trained_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["checkpoint.pt", "config.json", "metrics.json", "plots"]
+
+
+#: What `train` and `plot` write for digits with a 2-D latent: every figure applies.
+FIGURES = [
+    "training_curves.png",
+    "samples_mean.png",
+    "samples_draw.png",
+    "reconstructions.png",
+    "latent_space.png",
+    "manifold.png",
+    "interpolation.png",
+    "latent_arithmetic.png",
+]
+
+
+def _decodes(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+def test_train_writes_the_pictures_and_lists_them(trained_run: tuple[Path, str]) -> None:
+    out, stdout = trained_run
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(FIGURES)
+    assert all(min(_decodes(out / "plots" / name)) > 16 for name in FIGURES)
+    assert f"pictures in {out / 'plots'}: " + ", ".join(FIGURES) in stdout
+
+
+def test_no_plots_writes_none(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--num-samples", "2", "--no-plots", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(args) == 0
+    assert not (out / "plots").exists()
+    assert "pictures" not in stdout.getvalue()
+
+
+def test_plot_rewrites_the_same_pictures_elsewhere(
+    trained_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = trained_run
+    target = tmp_path / "pictures"
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(["plot", str(out), "--out", str(target), "--num", "16"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == sorted(FIGURES)
+    assert f"pictures in {target}" in stdout.getvalue()
+    # the same seed and settings as `train` give the same files
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["plot", str(out), "--out", str(tmp_path / "again")]) == 0
+    for name in FIGURES:
+        assert (tmp_path / "again" / name).read_bytes() == (out / "plots" / name).read_bytes()
+
+
+def test_plot_of_a_missing_run_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["plot", str(tmp_path / "nowhere")]) == 2
+    assert "ppl-vae: error:" in capsys.readouterr().err
+
+
+def test_impute_writes_errors_and_picture(trained_run: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = trained_run
+    target = tmp_path / "imputed"
+    argv = ["impute", str(out), "--num-data", "8", "--num-particles", "50", "--refine", "0"]
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main([*argv, "--pattern", "bottom-half", "--out", str(target)]) == 0
+    report = json.loads((target / "imputation.json").read_text())
+    assert report["pattern"] == "bottom-half" and report["num_data"] == 8
+    assert min(_decodes(target / "imputation.png")) > 16
+    assert "mean imputation" in stdout.getvalue()
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == "ppl_vae.run"
     assert config["dataset"] == "digits"

@@ -11,6 +11,7 @@ import pytest
 from ppl_vae.cli import main
 
 SMALL = [
+    "--no-plots",
     "--epochs",
     "1",
     "--hidden",

@@ -4,12 +4,14 @@ reaches exactly the parameters of an uninterrupted one and keeps its metrics his
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+import ppl_vae.checkpoint
 import ppl_vae.run
 from ppl_vae.cli import main
 from ppl_vae.errors import CheckpointError, ConfigError
@@ -83,6 +85,43 @@ def test_resumed_run_matches_uninterrupted_run(
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
 
 
+#: ``SMALL`` after one epoch, written by ppl_vae at commit be4a3cc, before ``fit`` had its own
+#: optimizer: trained by ``SVI.step`` with ``pyro.optim.Adam`` (one torch Adam per
+#: parameter), with optimizer states keyed by the names the encoder's hidden layers then
+#: had in Pyro's parameter store ("0.weight" for "encoder.net.0.weight").
+RUN_WITH_PYRO_OPTIM = Path(__file__).parent / "data" / "run_with_pyro_optim"
+
+
+def test_run_checkpointed_with_a_pyro_optimizer_resumes(
+    full_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It continues to the parameters of an uninterrupted run of today, up to the rounding
+    of fused Adam against the per-tensor Adam that trained its first epoch."""
+    payload = torch.load(RUN_WITH_PYRO_OPTIM / "checkpoint.pt", weights_only=True)
+    assert {"0.weight", "0.bias"} <= payload["optimizer"].keys()  # the old names
+    want = _params(full_runs["trace_elbo"])
+
+    def resumed(name: str) -> dict[str, torch.Tensor]:
+        run = tmp_path / name
+        shutil.copytree(RUN_WITH_PYRO_OPTIM, run)
+        resume_run(run, epochs=3, progress=False)
+        assert [r["epoch"] for r in _metrics(run)["training"]["history"]] == [1, 2, 3]
+        return _params(run)
+
+    got = resumed("run")
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+    # control: without translating the old names, the encoder's first layer would start
+    # with fresh Adam moments, and the run would end elsewhere
+    monkeypatch.setattr(ppl_vae.checkpoint, "_renamed", lambda state, model, guide: state)
+    cold = resumed("cold")
+    assert not torch.allclose(
+        cold["guide.encoder.net.0.weight"], want["guide.encoder.net.0.weight"], atol=1e-4
+    )
+
+
 def test_interrupted_run_resumes_where_it_stopped(
     full_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,7 +172,7 @@ def test_finished_run_and_fewer_epochs_are_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ command line
 
 SMALL_FLAGS = ["--hidden", "8", "--latent-dim", "2", "--num-samples", "4", "--batch-size", "256"]
-SMALL_FLAGS += ["--lr", "0.01", "--no-progress"]
+SMALL_FLAGS += ["--lr", "0.01", "--no-progress", "--no-plots"]
 
 
 def test_cli_resume_matches_uninterrupted_run(

@@ -59,8 +59,13 @@ class Likelihood(nn.Module):
         return base.to_event(self.event_dim)
 
     def split_params(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Split ``(..., P, *data_shape)`` decoder output into P tensors ``(..., *data_shape)``."""
-        return params.unbind(dim=-1 - self.event_dim)
+        """Split ``(..., P, *data_shape)`` decoder output into P tensors ``(..., *data_shape)``.
+        One parameter per element is a squeeze, whose gradient is a view: ``unbind``'s would
+        copy the whole output."""
+        dim = -1 - self.event_dim
+        if params.shape[dim] == 1:
+            return (params.squeeze(dim),)
+        return params.unbind(dim=dim)
 
     def support_violation(self, x: torch.Tensor) -> str | None:
         """A message explaining why ``x`` is outside the support and what to do, or None."""

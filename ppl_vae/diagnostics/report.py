@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ppl_vae.atomic import write_json
+from ppl_vae.device import resolve_device
 from ppl_vae.diagnostics.gaps import gap_decomposition
 from ppl_vae.diagnostics.latents import latent_report
 from ppl_vae.diagnostics.mcmc import PosteriorComparison, posterior_mcmc
@@ -159,13 +160,20 @@ def diagnose_run(
     settings: DiagnoseSettings | None = None,
     data_dir: str | None = None,
     download: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Diagnose a ``ppl-vae train`` run; returns the report also written to
     ``out_dir/report.json`` (default ``RUN_DIR/diagnostics``), next to ``posterior_mcmc.nc``,
-    ``posterior_guide.nc``, ``posterior_predictive.nc`` and PNG pictures."""
+    ``posterior_guide.nc``, ``posterior_predictive.nc`` and PNG pictures.
+
+    :param device: where model, guide and data go (see :func:`ppl_vae.run.train_run`),
+        whichever device the run was trained on; recorded in the report. The results are
+        moved to the CPU for NumPy, ArviZ and the pictures.
+    """
     settings = settings or DiagnoseSettings()
+    device = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "diagnostics"
-    config, model, guide, payload = load_run(run_dir)
+    config, model, guide, payload = load_run(run_dir, device=device)
     name, x, y, rows = run_split(
         config,
         settings.split,
@@ -174,6 +182,7 @@ def diagnose_run(
         seed=settings.seed,
         num_data=settings.num_data,
     )
+    x, y = x.to(device), None if y is None else y.to(device)  # moved once, not per diagnostic
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     run = _Runner(model, guide, x, y, settings.seed)
@@ -182,6 +191,7 @@ def diagnose_run(
         "epoch": int(payload["epoch"]),
         "dataset": name,
         "split": settings.split,
+        "device": str(device),
         "settings": asdict(settings),
     }
 
@@ -203,7 +213,8 @@ def diagnose_run(
         files["gaps"] = str(plot_gap_decomposition(gaps, out / "gaps.png"))
 
     if settings.mcmc_points:
-        worst = torch.as_tensor(psis.worst(settings.mcmc_points)[0], dtype=torch.long)
+        # k-hat lives on the model's device; `rows` (split rows) on the CPU
+        worst = psis.worst(settings.mcmc_points)[0].to("cpu", torch.long)
         comparison = run(
             "mcmc",
             posterior_mcmc,
