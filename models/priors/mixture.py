@@ -10,7 +10,8 @@ with logits :math:`\ell \in \mathbb{R}^C`, means :math:`\mu_c` and raw scales :m
 all learned. The means start at random, :math:`\mu_c \sim \mathcal{N}(0, s^2 I)` with
 :math:`s` = ``init_spread``, so the components start apart; the weights start uniform.
 
-The density is :class:`~pyro.distributions.MixtureSameFamily`, so
+The density is a :class:`~models.priors.diagonal_mixture.DiagonalNormalMixture` (a
+:class:`~pyro.distributions.MixtureSameFamily` whose ``log_prob`` is one matrix product), so
 :math:`\log p(z)` is a ``logsumexp`` over components and broadcasts over any sample shape,
 e.g. ``(K, N, d)`` to ``(K, N)``. It has no reparametrised sampler (``rsample``) and needs
 none: in a VAE the guide draws z and the prior only scores it; ``sample()`` (for generation)
@@ -28,12 +29,12 @@ References
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.priors._checks import check_latent_dim, check_positive, inverse_softplus
+from models.priors.diagonal_mixture import DiagonalNormalMixture
 
 __all__ = ["MixturePrior"]
 
@@ -79,6 +80,5 @@ class MixturePrior(nn.Module):
         """The current component scales, shape ``(num_components, latent_dim)``."""
         return F.softplus(self.raw_scale) + self.min_scale
 
-    def forward(self) -> dist.Distribution:
-        components = dist.Normal(self.loc, self.scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+    def forward(self) -> DiagonalNormalMixture:
+        return DiagonalNormalMixture(self.logits, self.loc, self.scale)

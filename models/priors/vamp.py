@@ -9,8 +9,10 @@ where :math:`u_1, \dots, u_C` are learned *pseudo-inputs* with the shape of one 
 :math:`\mu_\phi, \sigma_\phi` is the guide's own encoder [1]. The optimal prior for a fixed
 encoder is the aggregate posterior :math:`\frac{1}{N}\sum_n q_\phi(z \mid x_n)`; the VampPrior
 approximates it with :math:`C \ll N` pseudo-inputs, and sharing :math:`\phi` couples prior and
-posterior. ``log_prob`` is a ``logsumexp`` over the C components and broadcasts over any
-sample shape; ``sample()`` works (there is no ``rsample``, which the prior does not need).
+posterior. The density is a :class:`~models.priors.diagonal_mixture.DiagonalNormalMixture`:
+``log_prob`` is a ``logsumexp`` over the C components through one matrix product (memory R x C
+for R points, not R x C x d) and broadcasts over any sample shape; ``sample()`` works (there is
+no ``rsample``, which the prior does not need).
 
 Because models/ never imports guides/, the encoder is handed to the constructor; it must be
 the *same module object* the guide uses (the builder passes it when the class says
@@ -36,11 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyro.distributions as dist
 import torch
 from torch import nn
 
 from models.priors._checks import check_latent_dim, check_positive
+from models.priors.diagonal_mixture import DiagonalNormalMixture
 
 __all__ = ["VampPrior"]
 
@@ -112,7 +114,6 @@ class VampPrior(nn.Module):
                 f"({num_components}, {latent_dim}) for latent_dim = {latent_dim}"
             )
 
-    def forward(self) -> dist.Distribution:
+    def forward(self) -> DiagonalNormalMixture:
         loc, scale = self.encoder(self.pseudo_inputs)
-        components = dist.Normal(loc, scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(self.logits, loc, scale)
