@@ -11,10 +11,11 @@ probability of the true pixels, and the accuracy of thresholded imputations. Thr
 * the VAE with the run's own guide, trained on complete data (its encoder sees zeros in the
   holes, then ``--refine`` passes that fill them with the conditional mean): exactly what
   ``ppl-vae impute RUN_DIR`` does;
-* the VAE with its guide fine-tuned for holes: the model frozen, the encoder trained on the
-  training images with random holes (a pattern and a fraction in [0.25, 0.75] drawn per
-  minibatch, zeros in the holes) on the IWAE bound of log p(x_obs) (Mattei & Frellsen 2019,
-  MIWAE; here only the encoder sees holes). Same generative model, better proposal.
+* the VAE with its guide fine-tuned for holes: the model frozen, the encoder trained by
+  ``fit(..., train_mask=...)`` on the training images with random holes (a pattern and a
+  fraction in [0.25, 0.75] drawn per group of ``batch_size`` images, new holes every epoch,
+  zeros in the holes) on the IWAE bound of log p(x_obs) (Mattei & Frellsen 2019, MIWAE;
+  here only the encoder sees holes). Same generative model, better proposal.
 
 Pictures and ``imputation.json`` go to ``OUT/<data>-<pattern>-<method>/``. The digits run is
 trained here (the defaults of ``ppl-vae train``) unless ``--digits-run`` names one; a
@@ -33,14 +34,15 @@ import random
 import time
 from pathlib import Path
 
-import pyro
 import torch
 
 from ppl_vae.imputation import PATTERNS, hide
 from ppl_vae.imputation_run import plot_imputations, score_imputation, value_range_of
 from ppl_vae.objectives import build_objective
+from ppl_vae.optim import TorchOptim
 from ppl_vae.run import RunConfig, load_run, run_split, train_run
 from ppl_vae.seeding import derive_seed
+from ppl_vae.training import fit
 
 
 def _digits_run(out: Path, epochs: int) -> Path:
@@ -48,6 +50,25 @@ def _digits_run(out: Path, epochs: int) -> Path:
     if not (run / "checkpoint.pt").is_file():
         train_run(RunConfig(dataset="digits", epochs=epochs, seed=0), run, progress=False)
     return run
+
+
+def random_holes(shape, image_shape, *, group: int, seed: int, rng: random.Random) -> torch.Tensor:
+    """A mask of ``shape`` in which every group of ``group`` datapoints (in an order drawn
+    from ``seed``) has its own pattern and a fraction in [0.25, 0.75] drawn from ``rng``."""
+    num = shape[0]
+    order = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    mask = torch.empty(shape, dtype=torch.bool)
+    for index, begin in enumerate(range(0, num, group)):
+        rows = order[begin : begin + group]
+        pattern, fraction = rng.choice(PATTERNS), rng.uniform(0.25, 0.75)
+        mask[rows] = hide(
+            (rows.numel(), *shape[1:]),
+            pattern,
+            fraction=fraction,
+            image_shape=image_shape,
+            seed=derive_seed(seed, index),
+        )
+    return mask
 
 
 def finetune_guide_for_holes(
@@ -63,35 +84,36 @@ def finetune_guide_for_holes(
     seed: int = 0,
 ) -> list[float]:
     """Train ``guide`` (in place) on the IWAE bound of log p(x_obs) for ``train`` with random
-    holes, ``model`` frozen; returns the mean loss of every epoch."""
+    holes (:func:`random_holes`, new ones every epoch), ``model`` frozen, by
+    :func:`ppl_vae.training.fit` with ``train_mask``; returns minus the mean objective of
+    every epoch (the loss per datapoint)."""
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     guide.fill_value = 0.0
-    svi = pyro.infer.SVI(
-        model,
-        guide,
-        pyro.optim.Adam({"lr": lr}),
-        build_objective("iwae", num_particles=num_particles),
-    )
+    objective = build_objective("iwae", num_particles=num_particles)
+    optimizer = TorchOptim.wrap(torch.optim.Adam(guide.parameters(), lr=lr))
     rng = random.Random(seed)
     losses = []
     try:
         for epoch in range(epochs):
-            order = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(epoch))
-            total = 0.0
-            for step, begin in enumerate(range(0, train.shape[0], batch_size)):
-                x = train[order[begin : begin + batch_size]]
-                pattern, fraction = rng.choice(PATTERNS), rng.uniform(0.25, 0.75)
-                mask = hide(
-                    x.shape,
-                    pattern,
-                    fraction=fraction,
-                    image_shape=image_shape,
-                    seed=derive_seed(seed, epoch, step),
-                )
-                total += svi.step(x, mask)
-            losses.append(total / train.shape[0])
+            mask = random_holes(
+                train.shape, image_shape, group=batch_size, seed=derive_seed(seed, epoch), rng=rng
+            )
+            result = fit(
+                model,
+                guide,
+                train,
+                train_mask=mask,
+                elbo=objective,
+                epochs=1,
+                start_epoch=epoch,
+                batch_size=batch_size,
+                seed=seed,
+                optimizer=optimizer,
+                progress=False,
+            )
+            losses.append(-result.history[-1].train_objective)
     finally:
         for p in frozen:
             p.requires_grad_(True)

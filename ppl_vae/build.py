@@ -9,14 +9,26 @@ from typing import Any
 
 from torch import nn
 
-from guides import ENCODERS, GUIDES, ConditionalGuide, HierarchicalGuide
+from guides import (
+    ENCODERS,
+    GUIDES,
+    Classifier,
+    ConditionalGuide,
+    HierarchicalGuide,
+    SemiSupervisedGuide,
+)
 from models import DECODERS, LIKELIHOODS, PRIORS, VAE, ConditionalVAE, HierarchicalVAE
 from models.likelihoods import Likelihood
+from models.semi_supervised import SemiSupervisedVAE
 from ppl_vae.data import Dataset
 from ppl_vae.errors import ConfigError
 from ppl_vae.registry import lookup
 
-__all__ = ["ARCHITECTURES", "ModelSpec", "build_vae"]
+__all__ = ["ARCHITECTURES", "LABELLED_ARCHITECTURES", "ModelSpec", "build_m2", "build_vae"]
+
+#: Architectures that need class labels, with the name their errors use: the conditional
+#: VAE reads them as ``y``; M2 learns from a few of them (``ppl_vae.semi_supervised``).
+LABELLED_ARCHITECTURES = {"conditional": "the conditional VAE", "m2": "M2 (semi-supervised)"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +37,8 @@ class ModelSpec:
 
     :param data_shape: shape of one datapoint, taken from the data.
     :param architecture: a key of :data:`ARCHITECTURES`: ``"vae"`` (z -> x),
-        ``"hierarchical"`` (z2 -> z1 -> x) or ``"conditional"`` (p(x | z, y), q(z | x, y)).
+        ``"hierarchical"`` (z2 -> z1 -> x), ``"conditional"`` (p(x | z, y), q(z | x, y)) or
+        ``"m2"`` (semi-supervised: y latent or observed, q(y | x) q(z | x, y)).
     :param likelihood_options: keyword options of the likelihood, e.g. ``{"total_count": 16}``.
     :param prior_options: keyword options of the prior, e.g. ``{"num_components": 10}``.
     :param latent_dim: dimension of z (of z1, the lower layer, for ``"hierarchical"``).
@@ -34,7 +47,7 @@ class ModelSpec:
     :param guide_options: keyword options of the family, e.g. ``{"num_flows": 4}``.
     :param input_scale: the encoder multiplies its input by this (e.g. 1/16 for counts 0..16).
     :param image_shape: ``(C, H, W)`` of image data, for convolutional encoders and decoders.
-    :param num_classes: number of label classes, for ``"conditional"``.
+    :param num_classes: number of label classes, for ``"conditional"`` and ``"m2"``.
     """
 
     data_shape: tuple[int, ...]
@@ -84,10 +97,11 @@ class ModelSpec:
             options["total_count"] = int(dataset.max_value)
         settings.setdefault("input_scale", 1.0 / dataset.max_value if dataset.max_value else 1.0)
         settings.setdefault("image_shape", dataset.image_shape)
-        if settings.get("architecture") == "conditional" and "num_classes" not in settings:
+        labelled = LABELLED_ARCHITECTURES.get(settings.get("architecture"))
+        if labelled is not None and "num_classes" not in settings:
             if not dataset.has_labels:
                 raise ConfigError(
-                    f"the conditional VAE needs labels and dataset {dataset.name!r} has none; "
+                    f"{labelled} needs labels and dataset {dataset.name!r} has none; "
                     "use a labelled dataset (digits, fashion_mnist, a .csv with "
                     "--label-column, an image folder) or another architecture"
                 )
@@ -291,12 +305,29 @@ def _build_conditional(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     return build_label_conditioned(spec, ConditionalVAE, "conditional")
 
 
+def build_m2(spec: ModelSpec) -> tuple[SemiSupervisedVAE, SemiSupervisedGuide]:
+    """``(model, guide)`` of M2 (Kingma et al. 2014; trained by
+    :func:`ppl_vae.semi_supervised.fit_semi_supervised`): the likelihood, prior, decoder and
+    encoder by their registry names; the guide's family for :math:`q(z \\mid x, y)`; the
+    classifier :math:`q(y \\mid x)` a second encoder network of the same kind
+    (``spec.encoder``, ``spec.hidden``) with a softmax read-out. The prior over classes is
+    uniform.
+
+    :raises ConfigError: without ``num_classes >= 2``, or for a prior that reads the encoder
+        (the VampPrior).
+    """
+    model, latent_guide = build_label_conditioned(spec, SemiSupervisedVAE, "M2")
+    classifier = Classifier.from_encoder(_encoder(spec, 1), spec.num_classes)
+    return model, SemiSupervisedGuide(classifier, latent_guide)
+
+
 #: How each architecture is built from a :class:`ModelSpec`: ``ARCHITECTURES[name](spec)``
 #: returns ``(model, guide)``.
 ARCHITECTURES: dict[str, Callable[[ModelSpec], tuple[nn.Module, nn.Module]]] = {
     "vae": _build_plain,
     "hierarchical": _build_hierarchical,
     "conditional": _build_conditional,
+    "m2": build_m2,
 }
 
 

@@ -24,6 +24,7 @@ from ppl_vae.imputation_run import FILLS, imputation_report, impute_run
 from ppl_vae.objectives import OBJECTIVES
 from ppl_vae.plots.run_plots import RunFigures, run_figures
 from ppl_vae.run import RunConfig, evaluate_run, resume_run, train_run
+from ppl_vae.semi_supervised_run import semi_supervised_report
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -57,6 +58,17 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+
+
+def _non_negative_float(text: str) -> float:
+    """An argparse type for finite numbers >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -134,8 +146,26 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--architecture",),
         {
             "choices": sorted(ARCHITECTURES),
-            "help": "vae (z -> x), hierarchical (z2 -> z1 -> x) or conditional (p(x|z,y), "
-            f"needs labels) (default: {_default('architecture')})",
+            "help": "vae (z -> x), hierarchical (z2 -> z1 -> x), conditional (p(x|z,y), "
+            "needs labels) or m2 (semi-supervised, Kingma et al. 2014: a few labels, with "
+            f"--num-labelled) (default: {_default('architecture')})",
+        },
+    ),
+    (
+        ("--num-labelled",),
+        {
+            "type": _positive_int,
+            "metavar": "N",
+            "help": "m2: training datapoints that keep their labels, balanced across classes "
+            "and chosen by --seed; the rest of the training split is unlabelled",
+        },
+    ),
+    (
+        ("--alpha",),
+        {
+            "type": _non_negative_float,
+            "help": "m2: weight of sum log q(y|x) over the labelled data (default: "
+            "0.1 N / N_labelled, Kingma et al.)",
         },
     ),
     (
@@ -243,6 +273,23 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "type": _positive_int,
             "help": "(particle, datapoint) pairs per vectorized pass; "
             f"bounds memory (default: {_default('chunk_size')})",
+        },
+    ),
+    (
+        ("--missing-pattern",),
+        {
+            "choices": PATTERNS,
+            "help": "train, validate and test on partially observed data: hide elements of "
+            "every split in this pattern (masks fixed by --seed); the test log p(x) is then "
+            "log p(x_obs) (default: complete data)",
+        },
+    ),
+    (
+        ("--missing-fraction",),
+        {
+            "type": float,
+            "help": "fraction of each datapoint hidden by --missing-pattern, in (0, 1) "
+            "(default: 0.5)",
         },
     ),
 ]
@@ -466,14 +513,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(summary: dict[str, Any]) -> str:
+def _report(summary: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    if "accuracy" in summary:  # an M2 run: q(y | x) scored, y summed out of log p(x)
+        return semi_supervised_report(summary, metrics)
+    estimand = summary.get("estimand", "log p(x)")  # log p(x_obs) for data with holes
     rows = [
         ("test ELBO", f"{summary['elbo']:.3f}"),
         (
-            f"test log p(x) (IS, K={summary['num_samples']})",
+            f"test {estimand} (IS, K={summary['num_samples']})",
             f"{summary['log_likelihood']:.3f} ± {summary['log_likelihood_stderr']:.3f}",
         ),
-        ("gap log p(x) - ELBO", f"{summary['gap']:.3f}"),
+        (f"gap {estimand} - ELBO", f"{summary['gap']:.3f}"),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
@@ -557,7 +607,7 @@ def _resume(args: argparse.Namespace) -> None:
         device=args.device,
     )
     if distributed.is_main_process():
-        print(_report(metrics["test"]))
+        print(_report(metrics["test"], metrics))
         _plots_after_training(args, args.resume)
         print(f"run directory: {args.resume}")
 
@@ -581,7 +631,7 @@ def _train_or_resume(args: argparse.Namespace) -> None:
     out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train_run(config, out, progress=not args.no_progress, device=args.device)
     if distributed.is_main_process():
-        print(_report(metrics["test"]))
+        print(_report(metrics["test"], metrics))
         _plots_after_training(args, out)
         print(f"run directory: {out}")
 

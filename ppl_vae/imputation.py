@@ -63,6 +63,7 @@ from ppl_vae.importance import (
     trace_program,
 )
 from ppl_vae.seeding import derive_seed
+from ppl_vae.validation import check_mask
 
 __all__ = [
     "PATTERNS",
@@ -80,6 +81,11 @@ PATTERNS = ("random", "bottom-half", "patch")
 
 # Streams of derive_seed(seed, stream, ...); the guide's draws use derive_seed(seed, row).
 _RESAMPLE, _DRAWS, _REFINE = 1, 2, 3
+
+_EMPTY_ROWS = (
+    "imputing them means sampling from the model (model.generate), not conditioning; drop "
+    "those rows"
+)
 
 
 @dataclass(frozen=True)
@@ -106,35 +112,6 @@ class Imputation:
     ess: torch.Tensor
     log_likelihood: torch.Tensor
     num_particles: int
-
-
-def check_mask(mask: Any, x: torch.Tensor) -> torch.Tensor:
-    """``mask`` as a boolean tensor on ``x``'s device after checking it is a per-element
-    mask for ``x`` that leaves at least one observed element in every datapoint.
-
-    :raises DataError: for a non-boolean mask, a wrong shape, or a datapoint with every
-        element missing.
-    """
-    mask = torch.as_tensor(mask, device=x.device)
-    if mask.dtype != torch.bool:
-        raise DataError(
-            f"the mask must be boolean (True where a value is observed, False where it is "
-            f"missing), got dtype {mask.dtype}; convert it with mask.bool() or mask == 1"
-        )
-    if tuple(mask.shape) != tuple(x.shape):
-        raise DataError(
-            f"the mask must have the data's shape {tuple(x.shape)} (one entry per element, "
-            f"True where observed), got {tuple(mask.shape)}"
-        )
-    empty = ~mask.flatten(1).any(1)
-    if bool(empty.any()):
-        rows = torch.nonzero(empty).flatten()
-        raise DataError(
-            f"{rows.numel()} datapoints have every element missing (first row {int(rows[0])}); "
-            "imputing them means sampling from the model (model.generate), not conditioning; "
-            "drop those rows"
-        )
-    return mask
 
 
 def _placeholder(model: Callable, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -203,7 +180,7 @@ def impute(
             f"x must be a batch of shape (N, *data_shape), got shape {tuple(raw.shape)}; add a "
             "batch dimension (x[None]) for a single datapoint"
         )
-    mask = check_mask(mask, raw)
+    mask = check_mask(mask, raw, if_empty=_EMPTY_ROWS)
     filled = torch.where(mask, raw, _placeholder(model, raw, mask))
     filled, mask, y = prepare_inputs(model, guide, filled, mask, y)
     if seed is None:

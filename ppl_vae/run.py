@@ -30,10 +30,18 @@ from ppl_vae.distributed import is_main_process
 from ppl_vae.errors import CheckpointError, ConfigError
 from ppl_vae.estimators import log_likelihood
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE, rng_scope
+from ppl_vae.imputation import PATTERNS, check_pattern, hide
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, kl_warmup
 from ppl_vae.objectives import build_objective
 from ppl_vae.optim import TorchOptim, adam
 from ppl_vae.registry import lookup
+from ppl_vae.seeding import derive_seed
+from ppl_vae.semi_supervised_run import (
+    check_semi_supervised,
+    evaluate_semi_supervised,
+    semi_supervised_metrics,
+    semi_supervised_trainer,
+)
 from ppl_vae.training import fit
 from ppl_vae.validation import validate_data, validate_labels
 
@@ -43,9 +51,11 @@ __all__ = [
     "METRICS",
     "RunConfig",
     "SplitData",
+    "check_missing",
     "evenly_spaced_rows",
     "evaluate_run",
     "load_run",
+    "missing_mask",
     "model_spec_for",
     "resume_run",
     "run_split",
@@ -73,7 +83,7 @@ class RunConfig:
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
     prior_options: dict[str, Any] = field(default_factory=dict)
-    architecture: str = "vae"  # "vae", "hierarchical" or "conditional"
+    architecture: str = "vae"  # "vae", "hierarchical", "conditional" or "m2"
     latent_dim: int = 16
     top_latent_dim: int | None = None  # z2 of the hierarchical VAE (default: latent_dim)
     hidden: tuple[int, ...] = (256, 256)
@@ -93,6 +103,10 @@ class RunConfig:
     seed: int = 0
     num_samples: int = 1000
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    missing_pattern: str | None = None  # train and test with holes (see missing_mask)
+    missing_fraction: float | None = None  # hidden per datapoint; 0.5 with a pattern
+    num_labelled: int | None = None  # M2: training datapoints that keep their labels
+    alpha: float | None = None  # M2: weight of log q(y|x); None: 0.1 N / num_labelled
     model: ModelSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +193,10 @@ _SETTING_CHECKS: dict[str, tuple[Any, str]] = {
     "seed": (_is_int, "an integer"),
     "num_samples": (_at_least(1), "a positive integer"),
     "chunk_size": (_at_least(1), "a positive integer"),
+    "missing_pattern": (lambda v: v in PATTERNS, f"one of {', '.join(PATTERNS)}"),
+    "missing_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "num_labelled": (_at_least(1), "a positive integer"),
+    "alpha": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "model": (lambda v: isinstance(v, dict), "the model table of a run's config.json"),
 }
 _OPTIONAL = {
@@ -189,6 +207,10 @@ _OPTIONAL = {
     "likelihood",
     "model",
     "top_latent_dim",
+    "missing_pattern",
+    "missing_fraction",
+    "num_labelled",
+    "alpha",
 }
 
 
@@ -220,11 +242,99 @@ def kl_scale_for(config: RunConfig) -> float | Callable[[int], float]:
     return kl_warmup(config.warmup_epochs, start=config.warmup_start, final=config.beta)
 
 
+#: Architectures trained by another loop than :func:`ppl_vae.training.fit`, which takes no
+#: masks (the semi-supervised M2 model).
+_NO_MISSING = {"m2": "semi-supervised training (M2) does not take masks"}
+
+#: ``derive_seed(seed, _MISSING_STREAM, split)`` seeds a split's mask.
+_MISSING_STREAM = 7
+_SPLITS = ("train", "valid", "test")
+
+
+def check_missing(config: RunConfig) -> RunConfig:
+    """The config with ``missing_fraction`` filled in (0.5) when a ``missing_pattern`` is
+    set, after checking the missing-data settings make sense together.
+
+    :raises ConfigError: for an unknown pattern, a fraction outside (0, 1), a fraction
+        without a pattern, or an architecture whose training takes no masks.
+    """
+    pattern, fraction = config.missing_pattern, config.missing_fraction
+    if pattern is None:
+        if fraction is not None:
+            raise ConfigError(
+                f"missing_fraction {fraction} needs missing_pattern (--missing-pattern "
+                f"{'|'.join(PATTERNS)}): it is the fraction of each datapoint hidden in "
+                "that pattern"
+            )
+        return config
+    fraction = 0.5 if fraction is None else fraction
+    if isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ConfigError(
+            "missing_fraction (--missing-fraction), the fraction of each datapoint hidden, "
+            f"must be in (0, 1) (at least one element stays observed), got {fraction!r}"
+        )
+    check_pattern(pattern, fraction)
+    if config.architecture in _NO_MISSING:
+        raise ConfigError(
+            f"missing_pattern cannot go with architecture {config.architecture}: "
+            f"{_NO_MISSING[config.architecture]}"
+        )
+    return replace(config, missing_fraction=fraction)
+
+
+def missing_mask(config: RunConfig, data: torch.Tensor, split: str) -> torch.Tensor | None:
+    """The run's mask of ``split`` (``True`` where observed), or ``None`` without a
+    ``missing_pattern``: :func:`ppl_vae.imputation.hide` of the data's shape in the run's
+    pattern and fraction, seeded by the run's seed and the split alone, so a resumed run
+    and a re-evaluation hide the same elements."""
+    if config.missing_pattern is None:
+        return None
+    return hide(
+        data.shape,
+        config.missing_pattern,
+        fraction=config.missing_fraction,
+        image_shape=config.model.image_shape,
+        seed=derive_seed(config.seed, _MISSING_STREAM, _SPLITS.index(split)),
+    )
+
+
+def _split_mask(config: RunConfig, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """:func:`missing_mask` of the dataset's ``split`` (``None`` for a split it lacks)."""
+    data = dataset.split(split)
+    return None if data is None else missing_mask(config, data, split)
+
+
+def _missing_summary(masks: dict[str, torch.Tensor | None], config: RunConfig) -> dict[str, Any]:
+    """What ``metrics.json`` records of the missing-data setting."""
+    observed = {split: float(m.float().mean()) for split, m in masks.items() if m is not None}
+    return {
+        "pattern": config.missing_pattern,
+        "fraction": config.missing_fraction,
+        "observed_fraction": observed,
+    }
+
+
 def _labels(config: RunConfig, dataset: Dataset, split: str) -> torch.Tensor | None:
     """The split's labels for conditional models (which read them as ``y``), else None."""
     if config.model is None or config.model.architecture != "conditional":
         return None
     return getattr(dataset, f"{split}_labels")
+
+
+def _classes(config: RunConfig, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """The split's labels for M2 runs, which score q(y | x) against them and never read
+    them (their log p(x) marginalizes y by importance sampling), else None."""
+    if config.model is None or config.model.architecture != "m2":
+        return None
+    return getattr(dataset, f"{split}_labels")
+
+
+def _trainer(config: RunConfig, dataset: Dataset) -> Callable[..., Any]:
+    """What trains the run's pair: :func:`ppl_vae.training.fit`, or for M2 runs a trainer
+    with its keyword interface (:func:`~ppl_vae.semi_supervised_run.semi_supervised_trainer`)."""
+    if config.model.architecture == "m2":
+        return semi_supervised_trainer(config, dataset)
+    return fit
 
 
 def _needs_grey_levels(likelihood: str, dataset: Dataset) -> bool:
@@ -259,11 +369,24 @@ def _evaluate(
     num_samples: int,
     seed: int,
     chunk_size: int,
+    mask: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,
 ) -> dict[str, Any]:
+    """The summary of :func:`log_likelihood`; with a ``mask``, of log p(x_obs). With the
+    ``classes`` of an M2 run: the accuracy of q(y | x) and log p(x) with y summed out
+    (:func:`~ppl_vae.semi_supervised_run.evaluate_semi_supervised`)."""
+    if classes is not None:
+        return evaluate_semi_supervised(
+            model, guide, x, classes, num_samples=num_samples, seed=seed, chunk_size=chunk_size
+        )
     estimate = log_likelihood(
-        model, guide, x, y=y, num_samples=num_samples, seed=seed, chunk_size=chunk_size
+        model, guide, x, y=y, mask=mask, num_samples=num_samples, seed=seed, chunk_size=chunk_size
     )
-    return estimate.summary()
+    summary = estimate.summary()
+    if mask is not None:
+        summary["estimand"] = "log p(x_obs)"
+        summary["observed_fraction"] = float(mask.float().mean())
+    return summary
 
 
 def _resolve_paths(config: RunConfig) -> RunConfig:
@@ -342,6 +465,9 @@ def _train_and_test(
     history = [r for r in earlier.get("history", []) if r.get("epoch", 0) <= start_epoch]
     seconds = float(earlier.get("seconds", 0.0))
     metrics["dataset"] = dataset.name
+    masks = {split: _split_mask(config, dataset, split) for split in _SPLITS}
+    if config.missing_pattern is not None:
+        metrics["missing_data"] = _missing_summary(masks, config)
     started = time.perf_counter()
     done: list[dict[str, Any]] = []
 
@@ -357,7 +483,7 @@ def _train_and_test(
             out / CHECKPOINT, model=model, guide=guide, optimizer=optimizer, epoch=record.epoch
         )
 
-    result = fit(
+    result = _trainer(config, dataset)(
         model,
         guide,
         dataset.train,
@@ -375,6 +501,8 @@ def _train_and_test(
         progress=progress,
         on_epoch_end=checkpoint,
         batch_transform=dataset.train_transform,
+        train_mask=masks["train"],
+        valid_mask=masks["valid"],
     )
     if config.epochs == 0 and writer:  # still leave a loadable (untrained) run behind
         save_checkpoint(out / CHECKPOINT, model=model, guide=guide, epoch=0)
@@ -389,6 +517,8 @@ def _train_and_test(
         config.num_samples,
         config.seed,
         config.chunk_size,
+        masks["test"],
+        classes=_classes(config, dataset, "test"),
     )
     write_json(out / METRICS, metrics)
     return metrics
@@ -413,12 +543,13 @@ def train_run(
     if config.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {config.epochs}")
     device = resolve_device(device)
-    config = _resolve_paths(config)
+    config = check_missing(_resolve_paths(config))
     dataset = _load_data(config)
     config = replace(config, model=model_spec_for(config, dataset))
     if _needs_grey_levels(config.model.likelihood, dataset):
         dataset = grey_levels_dataset(dataset)
         config = replace(config, model=model_spec_for(config, dataset))
+    check_semi_supervised(config, dataset)
     objective = build_objective(config.objective, **config.objective_options)
     kl_scale = kl_scale_for(config)
     model, guide = _build_checked(
@@ -428,7 +559,15 @@ def train_run(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, config.to_dict())
     return _train_and_test(
-        config, dataset, out, model, guide, objective, kl_scale, progress=progress
+        config,
+        dataset,
+        out,
+        model,
+        guide,
+        objective,
+        kl_scale,
+        progress=progress,
+        metrics=semi_supervised_metrics(config, dataset),
     )
 
 
@@ -575,6 +714,7 @@ def run_split(
     download: bool = False,
     seed: int = 0,
     num_data: int | None = None,
+    classes: bool = False,
 ) -> SplitData:
     """The split as the run's model sees it (a :class:`SplitData`): the run's own
     dataset unless another is named, rescaled as in training, the training split
@@ -586,6 +726,8 @@ def run_split(
     :param num_data: keep only this many datapoints, evenly spaced through the split (rows
         ``floor(i * N / num_data)``); the spacing keeps every part of a split sorted by
         class represented.
+    :param classes: for an M2 run, ``labels`` are the split's labels, which its classifier
+        is scored against (the model never reads them); else None.
     """
     if num_data is not None and num_data < 1:
         raise ConfigError(f"num_data must be positive, got {num_data}")
@@ -601,7 +743,7 @@ def run_split(
     if split == "train" and loaded.train_transform is not None:  # e.g. dynamic binarization
         with rng_scope(data.device, seed):
             data = loaded.train_transform(data)
-    labels = _labels(config, loaded, split)
+    labels = _classes(config, loaded, split) if classes else _labels(config, loaded, split)
     if labels is None and config.model.architecture == "conditional":
         raise ConfigError(f"the conditional model needs labels; {loaded.name} has none")
     rows = evenly_spaced_rows(data.shape[0] if num_data is None else num_data, data.shape[0])
@@ -638,6 +780,7 @@ def evaluate_run(
     config, model, guide, payload = load_run(run_dir, device=device)
     k = num_samples or config.num_samples
     s = config.seed if seed is None else seed
+    m2 = config.model.architecture == "m2"  # scores q(y | x) against the labels
     name, data, labels, _ = run_split(
         config,
         split,
@@ -646,8 +789,10 @@ def evaluate_run(
         download=download,
         seed=s,
         num_data=num_data,
+        classes=m2,
     )
-    summary = _evaluate(model, guide, data, labels, k, s, config.chunk_size)
+    y, classes = (None, labels) if m2 else (labels, None)
+    summary = _evaluate(model, guide, data, y, k, s, config.chunk_size, classes=classes)
     summary.update(
         dataset=name, split=split, epoch=int(payload["epoch"]), seed=s, device=str(device)
     )

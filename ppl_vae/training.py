@@ -37,7 +37,7 @@ from ppl_vae.params import claim_param_names
 from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
 from ppl_vae.steps import LegacySteps, Steps
-from ppl_vae.validation import module_dtype_device, validate_data, validate_labels
+from ppl_vae.validation import check_mask, module_dtype_device, validate_data, validate_labels
 
 __all__ = ["EpochRecord", "FitResult", "FitOptimizer", "fit", "mean_elbo"]
 
@@ -118,6 +118,7 @@ def _mean_elbo(
     batch_size: int,
     seed: int,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> float:
     loss = Trace_ELBO()
     total = 0.0
@@ -127,7 +128,8 @@ def _mean_elbo(
             if transform is not None:
                 batch = transform(batch)
             labels = None if y is None else y[begin : begin + batch_size]
-            args, kwargs = program_args(batch, None, labels)
+            holes = None if mask is None else mask[begin : begin + batch_size]
+            args, kwargs = program_args(batch, holes, labels)
             total += loss.loss(model, guide, *args, **kwargs)
     return -total / x.shape[0]
 
@@ -138,18 +140,22 @@ def mean_elbo(
     x: torch.Tensor,
     *,
     y: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     batch_size: int = 1000,
     seed: int = 0,
 ) -> float:
-    """Mean ELBO per datapoint of already validated ``x`` with one draw per datapoint,
+    r"""Mean ELBO per datapoint of already validated ``x`` with one draw per datapoint,
     batched through Pyro's :class:`~pyro.infer.Trace_ELBO`. Draws come from a generator
     seeded by ``seed`` and the caller's random stream is left untouched, so successive
     epochs are compared on common random numbers.
 
     :param y: validated labels ``(N,)`` for conditional programs, passed as the keyword
         ``y`` (see :func:`ppl_vae.validation.validate_labels`).
+    :param mask: a checked per-element mask of ``x`` (:func:`ppl_vae.validation.check_mask`),
+        ``True`` where observed, passed to model and guide: the ELBO is then a bound on
+        :math:`\log p(x_{\text{obs}})`.
     """
-    return _mean_elbo(model, guide, x, y, batch_size=batch_size, seed=seed)
+    return _mean_elbo(model, guide, x, y, batch_size=batch_size, seed=seed, mask=mask)
 
 
 def _check_options(epochs: int, batch_size: int, lr: float, start_epoch: int) -> None:
@@ -211,6 +217,25 @@ def _labels(
     return y_train, y_valid
 
 
+def _masks(
+    train_mask: Any,
+    valid_mask: Any,
+    x_train: torch.Tensor,
+    x_valid: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The checked per-element masks of the training and validation data (see :func:`fit`).
+
+    :raises ConfigError: for a ``valid_mask`` without ``valid_data``.
+    :raises DataError: for a mask that is not boolean, not of its data's shape, or that
+        leaves a datapoint with no observed element.
+    """
+    if valid_mask is not None and x_valid is None:
+        raise ConfigError("valid_mask was given without valid_data")
+    m_train = None if train_mask is None else check_mask(train_mask, x_train, name="train_mask")
+    m_valid = None if valid_mask is None else check_mask(valid_mask, x_valid, name="valid_mask")
+    return m_train, m_valid
+
+
 def _steps(
     loss_fn: ELBO, optimizer: FitOptimizer | None, lr: float, seed: int, distributed: bool | None
 ) -> Steps | LegacySteps:
@@ -258,6 +283,8 @@ def fit(
     train_labels: Any = None,
     valid_labels: Any = None,
     distributed: bool | None = None,
+    train_mask: Any = None,
+    valid_mask: Any = None,
 ) -> FitResult:
     r"""Train ``model`` and ``guide`` by stochastic variational inference on minibatches of
     ``train_data``.
@@ -303,6 +330,15 @@ def fit(
         sharding, the per-step seeds and what the result equals). ``None`` (default):
         whenever such a group of more than one process exists; ``False``: never.
         ``on_epoch_end`` runs on every rank; only rank 0 shows progress.
+    :param train_mask: a boolean mask of ``train_data``'s shape, ``True`` where a value is
+        observed, for training on partially observed data: the rows of each minibatch are
+        passed to model and guide as ``model(x, mask)``, ``guide(x, mask)`` (sharded with
+        the data in data-parallel training), so the objective is a bound on
+        :math:`\log p(x_{\text{obs}})` and the values in the holes are never used (they
+        must still be valid data: put any value of the support there). Every datapoint
+        needs at least one observed element (:func:`ppl_vae.validation.check_mask`).
+    :param valid_mask: the same for ``valid_data``: the validation ELBO is then that of
+        :math:`\log p(x_{\text{obs}})`. Each mask applies to its own split only.
     :returns: a :class:`FitResult`. ``train_objective`` of an epoch is the mean over its
         steps of minus the loss per datapoint. ``train_elbo`` is the plain ELBO: the same
         running mean when the objective is an ELBO estimator (Trace_ELBO or
@@ -338,6 +374,7 @@ def fit(
     y_train, y_valid = _labels(
         model, guide, train_labels, valid_labels, x_train.shape[0], x_valid, device
     )
+    m_train, m_valid = _masks(train_mask, valid_mask, x_train, x_valid)
     is_elbo = isinstance(loss_fn, _ELBO_ESTIMATORS)
 
     num_data = x_train.shape[0]
@@ -347,7 +384,11 @@ def fit(
         batch = x_train[rows]
         if batch_transform is not None:
             batch = batch_transform(batch)
-        return program_args(batch, None, None if y_train is None else y_train[rows])
+        return program_args(
+            batch,
+            None if m_train is None else m_train[rows],
+            None if y_train is None else y_train[rows],
+        )
 
     result = FitResult(optimizer=steps.optimizer)
     started = time.perf_counter()
@@ -399,8 +440,13 @@ def fit(
                 batch_size=1000,
                 seed=seed,
                 transform=batch_transform,
+                mask=m_train,
             )
-        valid = None if x_valid is None else mean_elbo(model, guide, x_valid, y=y_valid, seed=seed)
+        valid = (
+            None
+            if x_valid is None
+            else mean_elbo(model, guide, x_valid, y=y_valid, mask=m_valid, seed=seed)
+        )
         record = EpochRecord(
             epoch=epoch,
             train_elbo=train_elbo,

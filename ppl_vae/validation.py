@@ -12,7 +12,13 @@ from torch import nn
 
 from ppl_vae.errors import DataError
 
-__all__ = ["as_data_tensor", "module_dtype_device", "validate_data", "validate_labels"]
+__all__ = [
+    "as_data_tensor",
+    "check_mask",
+    "module_dtype_device",
+    "validate_data",
+    "validate_labels",
+]
 
 
 def module_dtype_device(*modules: Any) -> tuple[torch.dtype, torch.device]:
@@ -140,3 +146,44 @@ def validate_labels(
             "or more"
         )
     return labels
+
+
+def check_mask(
+    mask: Any,
+    x: torch.Tensor,
+    *,
+    name: str = "the mask",
+    if_empty: str = "such a datapoint carries no data; drop those rows",
+) -> torch.Tensor:
+    """``mask`` as a boolean tensor on ``x``'s device after checking it is a per-element
+    mask for ``x`` (``True`` where a value is observed) that leaves at least one observed
+    element in every datapoint.
+
+    :param name: what the mask is called in the messages, e.g. ``"train_mask"``.
+    :param if_empty: the advice given for datapoints with every element missing.
+    :raises DataError: for a non-boolean mask, a wrong shape, or a datapoint with every
+        element missing.
+    """
+    try:
+        mask = torch.as_tensor(mask if isinstance(mask, torch.Tensor) else np.asarray(mask))
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{name} must be a boolean array, got {type(mask).__name__}") from error
+    if mask.dtype != torch.bool:
+        raise DataError(
+            f"{name} must be boolean (True where a value is observed, False where it is "
+            f"missing), got dtype {mask.dtype}; convert it with mask.bool() or mask == 1"
+        )
+    if tuple(mask.shape) != tuple(x.shape):
+        raise DataError(
+            f"{name} must have the data's shape {tuple(x.shape)} (one entry per element, "
+            f"True where observed), got {tuple(mask.shape)}"
+        )
+    mask = mask.to(x.device)
+    empty = ~mask.flatten(1).any(1)
+    if bool(empty.any()):
+        rows = torch.nonzero(empty).flatten()
+        raise DataError(
+            f"{name}: {rows.numel()} datapoints have every element missing (first row "
+            f"{int(rows[0])}); {if_empty}"
+        )
+    return mask

@@ -41,6 +41,7 @@ import torch
 from torch.distributions import constraints
 
 from models import LIKELIHOODS
+from ppl_vae.build import LABELLED_ARCHITECTURES
 from ppl_vae.data import Dataset, grey_levels_dataset, load_dataset, load_user_data
 from ppl_vae.errors import ConfigError
 from ppl_vae.plots._layout import checked
@@ -138,7 +139,8 @@ def run_figures(
     rows = evenly_spaced_rows(num_data, data.shape[0])
     x, _ = checked(model, None, data[rows])  # validated, on the model's device
     labels = None if labels is None else labels[rows]
-    conditional = config.model.architecture == "conditional"
+    # Conditional models read the labels; M2 is pictured given them too (q(z | x, y)).
+    conditional = config.model.architecture in LABELLED_ARCHITECTURES
     y = labels if conditional else None
     image_shape = config.model.image_shape
     value_range = (0.0, float(dataset.max_value)) if dataset.max_value else value_range_of(x)
@@ -150,7 +152,14 @@ def run_figures(
         logger.info("plots: skipped %s: %s", name, reason)
 
     metrics = read_metrics(run / METRICS) if (run / METRICS).is_file() else {}
-    if (metrics.get("training") or {}).get("history"):
+    history = (metrics.get("training") or {}).get("history")
+    if history and "train_elbo" not in history[-1]:
+        skip(
+            "training_curves",
+            "the history holds no train_elbo (an M2 run records its unlabelled and labelled "
+            "ELBOs and accuracies in metrics.json)",
+        )
+    elif history:
         done.paths.extend(plot_training_curves(metrics, out).paths)
     else:
         skip("training_curves", "metrics.json holds no per-epoch history yet")
@@ -200,7 +209,7 @@ def run_figures(
     if labels is None:
         skip("latent_arithmetic", f"the {split} split of {dataset.name} has no labels")
     elif conditional:
-        skip("latent_arithmetic", "the conditional model keeps the class in y, not in z")
+        skip("latent_arithmetic", "the model keeps the class in y, not in z")
     elif groups is None and len(present) < 2:
         skip("latent_arithmetic", f"it needs two label groups; the data has {present}")
     else:
