@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
-from torch.distributions.utils import _sum_rightmost, broadcast_all
+from torch.distributions.utils import _sum_rightmost
 
 from models.likelihoods.base import Likelihood
 
@@ -14,18 +14,27 @@ __all__ = ["BernoulliLikelihood", "IndependentBernoulli"]
 
 
 class IndependentBernoulli(dist.Independent):
-    """``Bernoulli(logits=...).to_event(n)`` whose ``log_prob`` negates the cross entropy
-    after summing it over the event, not elementwise before: the same values (negation
-    commutes exactly with floating-point addition) with one pass over the pixels fewer in
-    the forward and in the backward pass."""
+    r"""``Bernoulli(logits=...).to_event(n)`` with a cheaper ``log_prob`` on binary data.
+
+    For :math:`x \in \{0, 1\}`, :math:`\log p(x \mid \ell) = x\ell - \log(1 + e^\ell)
+    = -\operatorname{softplus}((1 - 2x)\,\ell)`: one product and one softplus per element,
+    summed over the event and then negated, where ``binary_cross_entropy_with_logits`` makes
+    a contiguous copy of the data broadcast to the logits' shape and a log-sigmoid with a
+    work buffer. Measured on (5000, 6, 784) logits: 0.7x the time and 2/3 of the memory,
+    with the same rounding error against float64 (the softplus of a number of either sign is
+    computed without cancellation), and gradients equal to float32 rounding.
+
+    The density is that of the support {0, 1}; other values raise under Pyro's validation
+    (the engine also checks the data up front), where torch's Bernoulli would return the
+    cross entropy of a soft target.
+    """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         base = self.base_dist
         if base._validate_args:
             base._validate_sample(value)
-        logits, value = broadcast_all(base.logits, value)
-        cross_entropy = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -_sum_rightmost(cross_entropy, self.reinterpreted_batch_ndims)
+        signed_logits = base.logits * (1 - 2 * value)
+        return -_sum_rightmost(F.softplus(signed_logits), self.reinterpreted_batch_ndims)
 
 
 class BernoulliLikelihood(Likelihood):
