@@ -40,19 +40,21 @@ data set does not hide it) minus the resident set just before it, next to the bo
     pairs = particle_chunk * data_chunk <= chunk_size   (ppl_vae.importance.plan_chunks)
 
 with D = 784 pixels and L = 50 latents in float32. Where it comes from, measured: a
-vectorized pass peaks in the likelihood, where ``binary_cross_entropy_with_logits`` holds
-about four ``(pairs, D)`` tensors at once (the decoder's logits, a contiguous copy of the
-data broadcast to the particles, the log-sigmoid and its work buffer), next to the pass's
-draws ``(pairs, L)``; the 200-unit hidden layers are freed by then. One block of 30,000
-pairs raises the resident set by 378 MiB (4.2 D floats a pair). Over many blocks the heap
-fragments a little further, and :data:`ppl_vae.memory.TRIM_SLACK` is the growth that
-ppl_vae tolerates before it returns free pages to the OS: 453-485 MiB over 167 to 334
-blocks of 30,000 pairs, 94 MiB over 1000 blocks of 5000, not growing with N (2026-12-04).
-The fifth D covers that drift; it is a measured bound, not a derived one. When K exceeds
-``chunk_size`` the guide's K draws of a row, ``4 B * K * L``, come on top. Commands::
+vectorized pass peaks in the likelihood, next to the pass's draws ``(pairs, L)`` (the
+200-unit hidden layers are freed by then): the reference's
+``binary_cross_entropy_with_logits`` holds about four ``(pairs, D)`` tensors at once (the
+decoder's logits, a contiguous copy of the data broadcast to the particles, the log-sigmoid
+and its work buffer), ppl_vae's ``-softplus((1 - 2x) l)`` about three. One block of 30,000
+pairs raises ppl_vae's resident set by 351 MiB (378 MiB with the cross entropy). Over many
+blocks the heap fragments a little further, and :data:`ppl_vae.memory.TRIM_SLACK` is the
+growth that ppl_vae tolerates before it returns free pages to the OS: 392-485 MiB over 34
+to 334 blocks of 30,000 pairs, 89-94 MiB over 1000 blocks of 5000, not growing with N
+(2026-12-04). The coefficient 5 D covers that drift: it is a measured bound, not a derived
+one. When K exceeds ``chunk_size`` the guide's K draws of a row, ``4 B * K * L``, come on
+top. Commands::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_speed.py --data-dir ../shared/data \
-        --run-dir bench/quality/vae                       # the issue: N 1000, K 5000, 3 repeats
+        --repeats 2                                       # the issue: N 1000, K 5000
     OMP_NUM_THREADS=1 python benchmarks/eval_speed.py --data-dir ../shared/data \
         --num-data 60 --num-samples 1000 --repeats 2      # a quick look
     OMP_NUM_THREADS=1 python benchmarks/eval_speed.py --data-dir ../shared/data \
