@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(summary: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
-    if "accuracy" in summary:  # an M2 run: q(y | x) scored, y summed out of log p(x)
+    if "accuracy" in summary:  # an M2 run: q(y | x) scored, y drawn from it in log p(x)
         return semi_supervised_report(summary, metrics)
     estimand = summary.get("estimand", "log p(x)")  # log p(x_obs) for data with holes
     rows = [

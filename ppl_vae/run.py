@@ -373,8 +373,8 @@ def _evaluate(
     classes: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The summary of :func:`log_likelihood`; with a ``mask``, of log p(x_obs). With the
-    ``classes`` of an M2 run: the accuracy of q(y | x) and log p(x) with y summed out
-    (:func:`~ppl_vae.semi_supervised_run.evaluate_semi_supervised`)."""
+    ``classes`` of an M2 run: the accuracy of q(y | x) and log p(x), y drawn from q(y | x)
+    with z (:func:`~ppl_vae.semi_supervised_run.evaluate_semi_supervised`)."""
     if classes is not None:
         return evaluate_semi_supervised(
             model, guide, x, classes, num_samples=num_samples, seed=seed, chunk_size=chunk_size
