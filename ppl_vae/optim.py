@@ -27,7 +27,9 @@ import pyro
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["TorchOptim", "adam"]
+from ppl_vae.errors import ConfigError
+
+__all__ = ["TorchOptim", "adam", "as_torch_optim"]
 
 #: Options that choose an optimizer's implementation rather than its arithmetic; a
 #: restored state never overrides them (an old checkpoint says ``foreach=None``).
@@ -272,3 +274,25 @@ def adam(lr: float) -> TorchOptim:
     """:func:`ppl_vae.training.fit`'s default optimizer: Adam with learning rate ``lr``
     and PyTorch's other defaults, one optimizer over all parameters."""
     return TorchOptim(torch.optim.Adam, {"lr": lr})
+
+
+def as_torch_optim(
+    optimizer: TorchOptim | Optimizer | None,
+    lr: float,
+    *,
+    accepted: str = "a ppl_vae.optim.TorchOptim or a torch.optim.Optimizer",
+) -> TorchOptim:
+    """The :class:`TorchOptim` a training loop steps with: :func:`adam` with ``lr`` for
+    ``None``, a torch optimizer wrapped as it is (:meth:`TorchOptim.wrap`), a
+    :class:`TorchOptim` itself.
+
+    :param accepted: what the caller accepts, for the error message.
+    :raises ConfigError: for anything else.
+    """
+    if optimizer is None:
+        return adam(lr)
+    if isinstance(optimizer, Optimizer):
+        return TorchOptim.wrap(optimizer)
+    if not isinstance(optimizer, TorchOptim):
+        raise ConfigError(f"optimizer must be {accepted}, got {type(optimizer).__name__}")
+    return optimizer

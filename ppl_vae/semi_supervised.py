@@ -73,7 +73,7 @@ from ppl_vae.build import build_m2
 from ppl_vae.errors import ConfigError, ContractError, DataError, TrainingDivergedError
 from ppl_vae.estimators import LogLikelihoodEstimate, prepare_inputs, reduce_log_weights
 from ppl_vae.importance import DEFAULT_CHUNK_SIZE
-from ppl_vae.optim import TorchOptim, adam
+from ppl_vae.optim import TorchOptim, as_torch_optim
 from ppl_vae.params import claim_param_names
 from ppl_vae.seeding import derive_seed
 from ppl_vae.steps import Steps
@@ -481,19 +481,6 @@ def _cycle(num: int, batch_size: int, generator: torch.Generator) -> Iterator[to
         yield from order.split(batch_size)
 
 
-def _torch_optim(optimizer: TorchOptim | torch.optim.Optimizer | None, lr: float) -> TorchOptim:
-    if optimizer is None:
-        return adam(lr)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return TorchOptim.wrap(optimizer)
-    if not isinstance(optimizer, TorchOptim):
-        raise ConfigError(
-            "optimizer must be a ppl_vae.optim.TorchOptim or a torch.optim.Optimizer, got "
-            f"{type(optimizer).__name__}"
-        )
-    return optimizer
-
-
 class _Diverged(Exception):
     """A step's loss was not finite (raised before its gradients are taken)."""
 
@@ -616,7 +603,7 @@ def fit_semi_supervised(
         num_u,
         num_l,
     )
-    steps = Steps(step_loss, _torch_optim(optimizer, lr))
+    steps = Steps(step_loss, as_torch_optim(optimizer, lr))
     steps.set_programs(model, guide)
     steps_per_epoch = math.ceil(num_u / batch_size)
 

@@ -32,7 +32,7 @@ from ppl_vae import distributed as data_parallel
 from ppl_vae.errors import ConfigError, ContractError, TrainingDivergedError
 from ppl_vae.importance import rng_scope
 from ppl_vae.kl_scaling import Beta, beta_at, check_betas_supported, scale_latents
-from ppl_vae.optim import TorchOptim, adam
+from ppl_vae.optim import TorchOptim, as_torch_optim
 from ppl_vae.params import claim_param_names
 from ppl_vae.programs import program_args
 from ppl_vae.seeding import derive_seed
@@ -249,15 +249,11 @@ def _steps(
                 "cannot be synchronised by DistributedDataParallel)"
             )
         return LegacySteps(loss_fn, optimizer)
-    if optimizer is None:
-        optimizer = adam(lr)
-    elif isinstance(optimizer, torch.optim.Optimizer):
-        optimizer = TorchOptim.wrap(optimizer)
-    elif not isinstance(optimizer, TorchOptim):
-        raise ConfigError(
-            "optimizer must be a ppl_vae.optim.TorchOptim, a torch.optim.Optimizer or a "
-            f"pyro.optim optimizer, got {type(optimizer).__name__}"
-        )
+    optimizer = as_torch_optim(
+        optimizer,
+        lr,
+        accepted="a ppl_vae.optim.TorchOptim, a torch.optim.Optimizer or a pyro.optim optimizer",
+    )
     if parallel:
         return data_parallel.DataParallelSteps(loss_fn, optimizer, seed=seed)
     return Steps(loss_fn, optimizer)
